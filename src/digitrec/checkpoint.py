@@ -1,0 +1,163 @@
+"""Checkpoints: safetensors weights plus a JSON model card, written atomically, loaded without pickle.
+
+A checkpoint is named by its stem: `run/model.safetensors` + `run/model.json`. An ensemble is a card
+alone (`ensemble.json`) whose "members" list other checkpoints in the same folder. `--checkpoint` may
+name the .safetensors, the .json, the stem, or a folder holding exactly one card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+
+from digitrec import __version__
+from digitrec.atomic import atomic_write_text
+from digitrec.errors import CheckpointError
+from digitrec.models import build_model, get_spec
+
+BUNDLED = ("best", "ensemble", "fast")
+
+
+def library_versions() -> dict[str, str]:
+    return dict(digitrec=__version__, torch=torch.__version__, numpy=np.__version__,
+                safetensors=safetensors.__version__, python=sys.version.split()[0],
+                platform=platform.platform())
+
+
+def save(stem: str | os.PathLike, model: nn.Module, card: dict[str, Any]) -> Path:
+    """Write `stem`.safetensors and `stem`.json; the card gets the weights' file name and versions."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    weights = stem.with_suffix(".safetensors")
+    state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=stem.parent, prefix=f".{weights.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        safetensors.torch.save_file(state, tmp, metadata={"model": str(card.get("model", ""))})
+        os.replace(tmp, weights)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    card = dict(card, weights=weights.name, versions=library_versions())
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
+    return stem.with_suffix(".json")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)      # DDP
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """Find the card (.json) for whatever the user named."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        cards = sorted(p.glob("*.json"))
+        cards = [c for c in cards if c.name != "resume.json"]
+        if len(cards) == 1:
+            return cards[0]
+        if (p / "model.json").exists():
+            return p / "model.json"
+        raise CheckpointError(f"{p}: expected one model card (.json) in the folder, found {len(cards)}")
+    for candidate in (p, p.with_suffix(".json"), Path(str(p) + ".json")):
+        if candidate.suffix == ".json" and candidate.is_file():
+            return candidate
+    raise CheckpointError(f"{p}: no such checkpoint (looked for {p.with_suffix('.json').name})")
+
+
+def read_card(card_path: Path) -> dict[str, Any]:
+    try:
+        card = json.loads(card_path.read_text())
+    except OSError as exc:
+        raise CheckpointError(f"{card_path}: cannot read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{card_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(card, dict) or ("model" not in card and "members" not in card):
+        raise CheckpointError(f"{card_path}: not a digitrec model card (no 'model' or 'members')")
+    return card
+
+
+class Ensemble(nn.Module):
+    """Averages members' softmax outputs; returns log-probabilities so argmax and NLL work as logits."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m(x).float().softmax(1) for m in self.members]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module
+    card: dict[str, Any]
+    path: Path
+
+    @property
+    def temperature(self) -> float:
+        return float(self.card.get("temperature", 1.0))
+
+
+def _load_single(card_path: Path, card: dict[str, Any]) -> nn.Module:
+    name = card["model"]
+    get_spec(name)  # unknown model name -> UsageError
+    weights = card_path.parent / card.get("weights", card_path.with_suffix(".safetensors").name)
+    try:
+        state = safetensors.torch.load_file(str(weights))
+    except FileNotFoundError:
+        raise CheckpointError(f"{weights}: weights file missing") from None
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{weights}: corrupt safetensors file ({exc})") from None
+    model = build_model(name, **card.get("hparams", {}))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise CheckpointError(f"{weights}: weights do not match model {name!r} ({first})") from None
+    return model.eval()
+
+
+def load(path: str | os.PathLike) -> Checkpoint:
+    card_path = resolve(path)
+    card = read_card(card_path)
+    if "members" in card:
+        members = [_load_single(card_path.parent / f"{m}.json", read_card(card_path.parent / f"{m}.json"))
+                   for m in card["members"]]
+        return Checkpoint(Ensemble(members).eval(), card, card_path)
+    return Checkpoint(_load_single(card_path, card), card, card_path)
+
+
+def bundled_dir() -> Path:
+    return Path(str(resources.files("digitrec") / "weights"))
+
+
+def bundled(name: str = "best") -> Checkpoint:
+    card = bundled_dir() / f"{name}.json"
+    if not card.exists():
+        available = sorted(p.stem for p in bundled_dir().glob("*.json")
+                           if read_card(p).get("bundled", True))
+        raise CheckpointError(f"no bundled model {name!r}; bundled: {', '.join(available) or 'none'}")
+    return load(card)
+
+
+def default_bundled() -> Checkpoint:
+    """The most accurate bundled model: the ensemble if shipped, else best, else fast."""
+    for name in BUNDLED:
+        if (bundled_dir() / f"{name}.json").exists():
+            return bundled(name)
+    raise CheckpointError("no bundled weights in this installation; train one with `digitrec train`")

@@ -1,0 +1,56 @@
+"""The `digitrec` command line. Thin: parse, call the library, print.
+
+Errors the user can fix (DigitrecError, bad flags) become one line on stderr and a non-zero exit:
+2 for usage errors, 1 for everything else. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from digitrec import __version__
+from digitrec.errors import DigitrecError, UsageError
+
+
+@click.group(context_settings=dict(help_option_names=["-h", "--help"], max_content_width=100))
+@click.version_option(__version__, prog_name="digitrec")
+def app() -> None:
+    """Handwritten digit recognition: train, evaluate, predict, report."""
+
+
+@app.group("data")
+def data_app() -> None:
+    """Inspect and fetch datasets."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    from digitrec.cli import data_cmd, train_cmd  # noqa: F401  (registers commands)
+
+    try:
+        app.main(args=argv, prog_name="digitrec", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx else str(exc))
+        return 0
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        print(f"digitrec: error: {exc.format_message().splitlines()[0]}{hint}", file=sys.stderr)
+        return 2
+    except click.exceptions.Abort:
+        print("digitrec: aborted", file=sys.stderr)
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except UsageError as exc:
+        print(f"digitrec: error: {exc}", file=sys.stderr)
+        return 2
+    except DigitrecError as exc:
+        print(f"digitrec: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("digitrec: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    return 0

@@ -1,0 +1,121 @@
+"""`digitrec train` and `digitrec evaluate`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import click
+import numpy as np
+
+from digitrec.cli import app, options
+from digitrec.errors import UsageError
+
+
+def _parse_augment(text: str | None) -> dict[str, float] | None:
+    """'rotate=10,elastic=0.5' -> dict; 'none' -> {}."""
+    if text is None:
+        return None
+    if text.strip().lower() in ("none", "off", ""):
+        return {}
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        try:
+            out[key.strip()] = float(value) if sep else 1.0
+        except ValueError:
+            raise UsageError(f"--augment: {part!r} is not NAME=NUMBER") from None
+    return out
+
+
+@app.command()
+@click.option("--model", default="mlp", show_default=True, help="mlp (the seed), fast, or best")
+@options.dataset
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: the model's recipe.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--val", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Hold out N training images for validation (and temperature calibration).")
+@click.option("--augment", default=None, help="e.g. 'rotate=10,elastic=0.5', or 'none'.")
+@click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train K members with seeds seed..seed+K-1 and write an ensemble card.")
+@click.option("--tta/--no-tta", default=False, help="Evaluate with test-time augmentation.")
+@options.device
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
+@options.data_dir
+@options.offline
+@click.option("--out", default="runs/{model}-{dataset}-s{seed}", show_default=True, help="Output folder.")
+@click.option("--resume", is_flag=True, help="Continue from the last finished epoch in --out.")
+@options.json_out
+@click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
+def train(model, dataset, epochs, batch_size, lr, seed, val, augment, ensemble, tta, device, threads, data_dir,
+          offline, out, resume, json_out, progress) -> None:
+    """Train a model, evaluate it on the test set and save a checkpoint."""
+    from digitrec.training import TrainConfig
+    from digitrec.training import train as run_training
+
+    overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, augment=_parse_augment(augment))
+    command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
+    results = []
+    for k in range(ensemble):
+        config = TrainConfig(model=model, dataset=dataset, seed=seed + k, val=val, device=device,
+                             out=out, data_dir=data_dir, offline=offline,
+                             resume=resume, threads=threads, tta=tta, progress=progress,
+                             command=command, overrides=overrides)
+        result = run_training(config)
+        if not result:  # a non-zero DDP rank
+            return
+        results.append(result)
+        print(f"test accuracy {result['test_accuracy']:.4f}  test loss {result['test_loss']:.4f}  "
+              f"train {result['train_seconds']:.2f}s  -> {result['checkpoint']}")
+    if ensemble > 1:
+        from digitrec.ensemble import write_ensemble
+
+        results.append(write_ensemble([r["checkpoint"] for r in results], dataset, tta,
+                                      data_dir, offline, command))
+        print(f"ensemble of {ensemble}: test accuracy {results[-1]['test_accuracy']:.4f}"
+              f"  -> {results[-1]['checkpoint']}")
+    if json_out:
+        print(json.dumps(results[-1]))
+
+
+@app.command()
+@click.option("--checkpoint", type=click.Path(), default=None,
+              help="Checkpoint (.json, .safetensors or folder); default: the bundled model.")
+@click.option("--model", default=None, help="Bundled model to evaluate: best, ensemble, fast.")
+@click.option("--dataset", default=None, help="Default: the checkpoint's dataset.")
+@click.option("--tta/--no-tta", default=None, help="Default: as the checkpoint was evaluated.")
+@options.device
+@options.data_dir
+@options.offline
+@options.json_out
+def evaluate(checkpoint, model, dataset, tta, device, data_dir, offline, json_out) -> None:
+    """Accuracy, loss, per-class precision/recall and the confusion matrix on the test set."""
+    from digitrec import checkpoint as ckpt
+    from digitrec.data import load_dataset
+    from digitrec.inference import pick_device, predict_logits
+    from digitrec.metrics import summarize
+
+    if checkpoint is not None and model is not None:
+        raise UsageError("give --checkpoint or --model, not both")
+    loaded = ckpt.load(checkpoint) if checkpoint else ckpt.bundled(model or "best")
+    name = dataset or loaded.card.get("dataset", "mnist")
+    data = load_dataset(name, "test", data_dir, offline)
+    use_tta = loaded.card.get("tta", False) if tta is None else tta
+    dev = pick_device(device)
+    logits = predict_logits(loaded.model.to(dev), data.images, device=dev, tta=use_tta)
+    result = summarize(logits, data.labels, len(data.classes))
+    result.update(checkpoint=str(loaded.path), dataset=name, tta=use_tta)
+    if json_out:
+        print(json.dumps(result))
+        return
+    print(f"{loaded.path}  on {name} test ({result['n']} images{', TTA' if use_tta else ''})")
+    print(f"accuracy {result['accuracy']:.4f}   loss {result['loss']:.4f}")
+    print("class  precision  recall     f1  support")
+    for c, row in enumerate(result["per_class"]):
+        print(f"{data.classes[c][:5]:>5}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:.4f}"
+              f"  {row['support']:7d}")
+    print("confusion (rows true, columns predicted):")
+    print(np.array(result["confusion"]))

@@ -1,0 +1,46 @@
+"""Batched inference: uint8 or float images in, logits out. Shared by training, evaluation and the
+Recognizer, so every path feeds the model exactly the same way."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from digitrec.augment import tta_views
+
+
+def as_model_input(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[N, 28, 28] or [N, 1, 28, 28], uint8 0..255 or float 0..1 -> float32 [N, 1, 28, 28] on device."""
+    x = torch.as_tensor(images)
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    x = x.to(device)
+    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 1000,
+                   device: torch.device | str = "cpu", tta: bool = False) -> np.ndarray:
+    """Logits for all images, in batches; with `tta`, log of the mean softmax over shifted views."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = as_model_input(images[i:i + batch_size], device)
+        if tta:
+            probs = torch.stack([model(v).float().softmax(1) for v in tta_views(x)]).mean(0)
+            out.append(probs.clamp_min(1e-12).log().cpu())
+        else:
+            out.append(model(x).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 10), np.float32)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """auto -> cuda, then mps, then cpu. An explicit device that is missing is an error upstream."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)

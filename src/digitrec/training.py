@@ -1,0 +1,318 @@
+"""The training loop: one function, `train(config)`, readable top to bottom.
+
+The whole dataset sits on the training device as one uint8 tensor; each step indexes a batch, augments
+it on the device and takes an optimiser step. Optional: EMA of weights, label smoothing, OneCycle,
+validation each epoch, resumable state each epoch, and DDP when launched by torchrun.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from digitrec import checkpoint
+from digitrec.augment import AUGMENTATIONS, augment_batch
+from digitrec.data import Dataset, load_dataset
+from digitrec.errors import UsageError
+from digitrec.inference import pick_device, predict_logits
+from digitrec.metrics import fit_temperature, nll, summarize
+from digitrec.models import build_model, count_parameters, get_spec
+
+
+@dataclass
+class TrainConfig:
+    model: str = "mlp"
+    dataset: str = "mnist"
+    seed: int = 0
+    val: int = 0                      # hold out this many training images for validation
+    device: str = "auto"
+    out: str = "runs/{model}-{dataset}-s{seed}"
+    data_dir: str | None = None
+    offline: bool = False
+    resume: bool = False
+    threads: int | None = None
+    tta: bool = False                 # evaluate with test-time augmentation
+    progress: bool = True
+    command: str = ""
+    # Recipe overrides; None means "the model's recipe value" (see models.MODELS).
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_recipe(config: TrainConfig) -> dict[str, Any]:
+    recipe = copy.deepcopy(get_spec(config.model).recipe)
+    for key, value in config.overrides.items():
+        if value is None:
+            continue
+        if key not in recipe and key not in ("warmup",):
+            raise UsageError(f"unknown hyper-parameter {key!r} for model {config.model!r}")
+        recipe[key] = value
+    unknown = set(recipe.get("augment") or {}) - set(AUGMENTATIONS)
+    if unknown:
+        raise UsageError(f"unknown augmentation(s): {', '.join(sorted(unknown))}; "
+                         f"choose from: {', '.join(AUGMENTATIONS)}")
+    for key in ("epochs", "batch_size"):
+        if int(recipe[key]) < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {recipe[key]}")
+    if not float(recipe["lr"]) > 0:
+        raise UsageError(f"--lr must be positive, got {recipe['lr']}")
+    return recipe
+
+
+def make_optimizer(model: nn.Module, recipe: dict[str, Any], device: torch.device) -> torch.optim.Optimizer:
+    # Fused kernels: one call updates every parameter (halves the seed MLP's step time on a CPU).
+    fused = dict(fused=True) if device.type in ("cpu", "cuda") else {}
+    lr, wd = float(recipe["lr"]), float(recipe.get("weight_decay", 0.0))
+    name = recipe["optimizer"]
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr, betas=tuple(recipe["betas"]), weight_decay=wd, **fused)
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr, betas=tuple(recipe["betas"]), weight_decay=wd, **fused)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr, momentum=float(recipe.get("momentum", 0.9)),
+                               nesterov=True, weight_decay=wd)
+    raise UsageError(f"unknown optimizer {name!r}; choose from: adam, adamw, sgd")
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, recipe: dict[str, Any], total_steps: int):
+    kind = recipe.get("schedule", "constant")
+    if kind == "constant":
+        return None
+    if kind == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=float(recipe["lr"]), total_steps=total_steps,
+            pct_start=float(recipe.get("warmup", 0.25)), anneal_strategy="linear",
+            cycle_momentum=False, div_factor=10.0, final_div_factor=100.0)
+    if kind == "linear":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / total_steps)
+    raise UsageError(f"unknown schedule {kind!r}; choose from: constant, onecycle, linear")
+
+
+class EMA:
+    """Exponential moving average of weights (BatchNorm buffers copied): a free accuracy gain."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.params = [p for p in self.model.parameters()]
+        self.buffers = [b for b in self.model.buffers()]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        # Warm-up: early in training the average would be dominated by random initial weights.
+        d = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.params, list(model.parameters()), 1 - d)
+        for mine, theirs in zip(self.buffers, model.buffers(), strict=True):
+            mine.copy_(theirs)
+
+
+def split_validation(data: Dataset, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed random train/validation index split (seeded separately from training)."""
+    if not 0 <= n_val < len(data):
+        raise UsageError(f"--val must be between 0 and {len(data) - 1}, got {n_val}")
+    order = np.random.default_rng(10_000 + seed).permutation(len(data))
+    return order[n_val:], order[:n_val]
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def setup_distributed(device: torch.device) -> None:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _log(msg: str, rank: int) -> None:
+    if rank == 0:
+        print(msg, flush=True)
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train, evaluate on the test set, save a checkpoint; return the result record."""
+    recipe = resolve_recipe(config)
+    device = pick_device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA GPU is available")
+    setup_distributed(device)
+    rank, world = _dist_info()
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out_stem = Path(config.out.format(model=config.model, dataset=config.dataset, seed=config.seed)) / "model"
+
+    # --- data: the whole split on the device as uint8 (47 MB for MNIST) --------------------------
+    train_data = load_dataset(config.dataset, "train", config.data_dir, config.offline, config.progress)
+    test_data = load_dataset(config.dataset, "test", config.data_dir, config.offline, config.progress)
+    train_idx, val_idx = split_validation(train_data, config.val, config.seed)
+    x_all = torch.from_numpy(train_data.images).unsqueeze(1).to(device)
+    y_all = torch.from_numpy(train_data.labels).to(device)
+    x_train, y_train = x_all[torch.from_numpy(train_idx).to(device)], y_all[torch.from_numpy(train_idx).to(device)]
+    n_train = len(y_train)
+    classes = len(train_data.classes)
+
+    # --- model and optimiser (the clock starts here: IDX reading excluded) -----------------------
+    t0 = time.perf_counter()
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, classes=classes).to(device)
+    # channels_last: oneDNN/cuDNN convolutions run 20-40 % faster in NHWC (measured on the 2-core CPU).
+    channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, recipe, device)
+    batch = int(recipe["batch_size"])
+    steps_per_epoch = math.ceil(n_train / batch)
+    epochs = int(recipe["epochs"])
+    schedule = make_schedule(optimizer, recipe, steps_per_epoch * epochs)
+    ema = EMA(model, float(recipe["ema"])) if recipe.get("ema") else None
+    train_model: nn.Module = model
+    if world > 1:
+        train_model = nn.parallel.DistributedDataParallel(model)
+    gen = torch.Generator(device=device).manual_seed(config.seed)           # batch order: same on all ranks
+    aug_gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank + 1)  # per-rank draws
+    history: list[dict[str, float]] = []
+    start_epoch, elapsed_before, step = 0, 0.0, 0
+    resume_path = out_stem.parent / "resume.pt"
+    if config.resume and resume_path.exists():
+        state = torch.load(resume_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if schedule is not None:
+            schedule.load_state_dict(state["schedule"])
+        if ema is not None:
+            ema.model.load_state_dict(state["ema"])
+        gen.set_state(state["gen"].cpu() if device.type == "cpu" else state["gen"].cpu())
+        aug_gen.set_state(state["aug_gen"].cpu())
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        elapsed_before = float(state["elapsed"])
+        history = [dict(zip(state["history_keys"], row.tolist(), strict=True)) for row in state["history"]]
+        _log(f"resumed from {resume_path} after epoch {start_epoch}", rank)
+    smoothing = float(recipe.get("label_smoothing", 0.0))
+    augment = recipe.get("augment") or {}
+
+    for epoch in range(start_epoch, epochs):
+        train_model.train()
+        perm = torch.randperm(n_train, device=device, generator=gen)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", file=sys.stderr,
+                   disable=not config.progress or rank != 0, leave=False, mininterval=0.5,
+                   dynamic_ncols=True)
+        for i in bar:
+            idx = perm[i * batch:(i + 1) * batch]
+            if world > 1:
+                idx = idx[rank::world]
+            x = x_train[idx].float().div_(255)
+            y = y_train[idx]
+            if augment:
+                x = augment_batch(x, augment, aug_gen)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    logits = train_model(x)
+            else:
+                logits = train_model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            step += 1
+            if ema is not None:
+                ema.update(model, step)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if i % 100 == 99:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+        bar.close()
+        row = dict(epoch=epoch + 1, train_loss=loss_sum.item() / seen, train_accuracy=correct.item() / seen,
+                   seconds=elapsed_before + time.perf_counter() - t0)
+        eval_model = ema.model if ema is not None else model
+        if len(val_idx) and rank == 0:
+            val_logits = predict_logits(eval_model, train_data.images[val_idx], device=device)
+            val_labels = train_data.labels[val_idx]
+            row.update(val_loss=nll(val_logits, val_labels),
+                       val_accuracy=float((val_logits.argmax(1) == val_labels).mean()))
+        history.append(row)
+        msg = f"epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  acc {row['train_accuracy']:.4f}"
+        if "val_accuracy" in row:
+            msg += f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}"
+        _log(msg + f"  [{row['seconds']:.1f}s]", rank)
+        if rank == 0 and epoch + 1 < epochs:
+            _save_resume(resume_path, model, optimizer, schedule, ema, gen, aug_gen, epoch + 1, step,
+                         elapsed_before + time.perf_counter() - t0, history)
+
+    final = ema.model if ema is not None else model
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    train_seconds = elapsed_before + time.perf_counter() - t0
+
+    result: dict[str, Any] = {}
+    if rank == 0:
+        temperature = 1.0
+        if len(val_idx):
+            val_logits = predict_logits(final, train_data.images[val_idx], device=device, tta=config.tta)
+            temperature = fit_temperature(val_logits, train_data.labels[val_idx])
+        test_logits = predict_logits(final, test_data.images, device=device, tta=config.tta)
+        metrics = summarize(test_logits, test_data.labels, classes)
+        card = dict(
+            model=config.model, hparams={}, recipe=recipe, dataset=config.dataset,
+            data_sha256={**train_data.sha256, **test_data.sha256}, classes=list(train_data.classes),
+            seed=config.seed, val=config.val, tta=config.tta, temperature=temperature,
+            parameters=count_parameters(model), train_seconds=train_seconds, device=str(device),
+            world_size=world, threads=torch.get_num_threads(), command=config.command,
+            metrics=dict(test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
+                         per_class=metrics["per_class"]),
+            history=history, config={k: v for k, v in asdict(config).items() if k != "overrides"},
+        )
+        card_path = checkpoint.save(out_stem, final, card)
+        resume_path.unlink(missing_ok=True)
+        result = dict(model=config.model, dataset=config.dataset, epochs=epochs, seed=config.seed,
+                      test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
+                      train_seconds=round(train_seconds, 3), checkpoint=str(card_path),
+                      val_accuracy=history[-1].get("val_accuracy"), device=str(device), world_size=world,
+                      parameters=card["parameters"])
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def _save_resume(path: Path, model, optimizer, schedule, ema, gen, aug_gen, epoch, step, elapsed,
+                 history) -> None:
+    """Everything needed to continue after a kill -9, written atomically once per epoch."""
+    from digitrec.atomic import atomic_open
+
+    keys = sorted({k for row in history for k in row})
+    state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                 schedule=schedule.state_dict() if schedule is not None else {},
+                 ema=ema.model.state_dict() if ema is not None else {},
+                 gen=gen.get_state(), aug_gen=aug_gen.get_state(), epoch=epoch, step=step, elapsed=elapsed,
+                 history_keys=keys,
+                 history=torch.tensor([[row.get(k, float("nan")) for k in keys] for row in history]))
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
