@@ -1,0 +1,51 @@
+"""Shared fixtures: the offline MNIST folder, an isolated cache, and one small trained checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _data_root() -> Path:
+    env = os.environ.get("DIGITREC_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+DATA = _data_root()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "notebook: executes the tutorial notebook")
+    if not (DATA / "mnist" / "train-images-idx3-ubyte.gz").exists():
+        raise pytest.UsageError(f"MNIST not found under {DATA}; set DIGITREC_DATA to a folder holding mnist/")
+    os.environ["DIGITREC_DATA"] = str(DATA)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def mlp_run(tmp_path_factory) -> dict:
+    """One epoch of the seed MLP with a validation split, trained once for the whole session."""
+    from digitrec.cli import main
+
+    out = tmp_path_factory.mktemp("mlp-run")
+    json_file = out / "result.json"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["train", "--model", "mlp", "--epochs", "1", "--val", "5000", "--seed", "0", "--json",
+                     "--no-progress", "--out", str(out)])
+    assert code == 0, buf.getvalue()
+    result = json.loads(buf.getvalue().strip().splitlines()[-1])
+    json_file.write_text(json.dumps(result))
+    return result

@@ -1,0 +1,159 @@
+"""End to end: the `digitrec` command on the real MNIST files, and every bad input it must refuse."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clirun import assert_one_line_error, run_cli
+
+REQUIRED = {"model", "dataset", "epochs", "seed", "test_accuracy", "test_loss", "train_seconds", "checkpoint"}
+
+
+def test_train_mlp_one_epoch_reaches_93_percent(mlp_run):
+    assert REQUIRED <= set(mlp_run)
+    assert mlp_run["model"] == "mlp" and mlp_run["dataset"] == "mnist" and mlp_run["epochs"] == 1
+    assert mlp_run["test_accuracy"] >= 0.93
+    assert 0 < mlp_run["test_loss"] < 0.5
+    assert mlp_run["train_seconds"] > 0
+    assert mlp_run["val_accuracy"] >= 0.90
+
+
+def test_checkpoint_files_and_model_card(mlp_run):
+    card_path = Path(mlp_run["checkpoint"])
+    card = json.loads(card_path.read_text())
+    assert card_path.with_suffix(".safetensors").stat().st_size > 300_000  # 79,510 float32 parameters
+    assert card["model"] == "mlp" and card["recipe"]["optimizer"] == "adam"
+    assert card["recipe"]["batch_size"] == 32 and card["recipe"]["epochs"] == 1
+    assert card["data_sha256"]["train-images-idx3-ubyte.gz"].startswith("440fcabf")
+    assert card["metrics"]["test_accuracy"] == mlp_run["test_accuracy"]
+    assert len(card["history"]) == 1 and {"train_loss", "val_accuracy"} <= set(card["history"][0])
+    assert {"torch", "numpy", "digitrec"} <= set(card["versions"])
+    assert 0.2 < card["temperature"] < 5
+    assert not list(card_path.parent.glob("*.part")) and not (card_path.parent / "resume.pt").exists()
+
+
+def test_evaluate_reads_checkpoint_back_and_agrees(mlp_run):
+    proc = run_cli("evaluate", "--checkpoint", mlp_run["checkpoint"], "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"accuracy", "loss", "n", "per_class", "confusion"} <= set(result)
+    assert result["n"] == 10_000
+    assert result["accuracy"] == pytest.approx(mlp_run["test_accuracy"], abs=1e-9)
+    assert result["loss"] == pytest.approx(mlp_run["test_loss"], rel=1e-4)
+    confusion = np.array(result["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 10_000
+    assert np.trace(confusion) / 10_000 == pytest.approx(result["accuracy"])
+    assert [row["support"] for row in result["per_class"]] == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_evaluate_human_readable(mlp_run):
+    proc = run_cli("evaluate", "--checkpoint", str(Path(mlp_run["checkpoint"]).parent))
+    assert proc.returncode == 0, proc.stderr
+    assert "accuracy" in proc.stdout and "confusion" in proc.stdout and "precision" in proc.stdout
+
+
+def test_same_seed_same_result(tmp_path):
+    from digitrec.training import TrainConfig, train
+
+    def once(out):
+        return train(TrainConfig(model="mlp", seed=3, out=str(out), progress=False,
+                                 overrides=dict(epochs=1, batch_size=256)))
+
+    a, b = once(tmp_path / "a"), once(tmp_path / "b")
+    assert a["test_accuracy"] == b["test_accuracy"] and a["test_loss"] == b["test_loss"]
+    wa = (tmp_path / "a" / "model.safetensors").read_bytes()
+    assert wa == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_data_info_and_show(tmp_path):
+    proc = run_cli("data", "info", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["train"]["n"] == 60000 and info["test"]["n"] == 10000
+    assert info["train"]["class_counts"][1] == 6742
+    assert abs(info["train"]["pixel_mean"] - 0.1307) < 1e-3 and abs(info["train"]["pixel_std"] - 0.3081) < 1e-3
+    out = tmp_path / "grid.png"
+    proc = run_cli("data", "show", "--out", str(out), "--n", "16")
+    assert proc.returncode == 0, proc.stderr
+    from PIL import Image
+
+    with Image.open(out) as im:
+        assert im.size[0] > 100 and im.size[1] > 100
+
+
+# --- bad input: one line, non-zero exit, no traceback, no partial file -------------------------------
+
+@pytest.mark.parametrize("args, fragments, code", [
+    (["train", "--model", "resnet999"], ["unknown model 'resnet999'", "mlp"], 2),
+    (["train", "--dataset", "cifar"], ["unknown dataset 'cifar'", "mnist"], 2),
+    (["train", "--epochs", "0"], ["--epochs"], 2),
+    (["train", "--epochs", "abc"], ["--epochs"], 2),
+    (["train", "--lr", "-1"], ["--lr"], 2),
+    (["train", "--augment", "rotate=x"], ["--augment"], 2),
+    (["train", "--augment", "wobble=1"], ["unknown augmentation", "wobble"], 2),
+    (["train", "--no-such-flag"], ["--no-such-flag"], 2),
+    (["train", "--device", "tpu"], ["--device"], 2),
+    (["evaluate", "--checkpoint", "/nonexistent/model.json"], ["/nonexistent/model", "no such checkpoint"], 1),
+    (["data", "info", "--dataset", "nope"], ["unknown dataset 'nope'"], 2),
+])
+def test_bad_arguments(args, fragments, code, tmp_path):
+    proc = run_cli(*args, "--out", str(tmp_path / "o")) if args[0] == "train" else run_cli(*args)
+    assert_one_line_error(proc, *fragments, code=code)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*"))
+
+
+def test_missing_data_dir_offline(tmp_path):
+    proc = run_cli("train", "--data-dir", str(tmp_path / "empty"), "--offline", "--out", str(tmp_path / "o"))
+    assert_one_line_error(proc, "missing", "--offline", str(tmp_path / "empty" / "mnist"), code=1)
+    assert not (tmp_path / "o").exists()
+
+
+def _copy_mnist(data_dir: Path, dest: Path) -> Path:
+    folder = dest / "mnist"
+    shutil.copytree(data_dir / "mnist", folder)
+    for f in folder.iterdir():
+        os.chmod(f, 0o644)
+    return folder
+
+
+def test_wrong_checksum_is_refused(data_dir, tmp_path):
+    folder = _copy_mnist(data_dir, tmp_path / "data")
+    labels = folder / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[100] = (raw[100] + 1) % 10  # one label changed: a valid IDX file, but not MNIST's
+    labels.write_bytes(gzip.compress(bytes(raw)))
+    proc = run_cli("data", "info", "--data-dir", str(tmp_path / "data"), "--offline")
+    assert_one_line_error(proc, "t10k-labels-idx1-ubyte.gz", "checksum mismatch", code=1)
+
+
+def test_corrupt_idx_is_refused(data_dir, tmp_path):
+    folder = _copy_mnist(data_dir, tmp_path / "data")
+    images = folder / "t10k-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:5000])  # truncated download
+    proc = run_cli("train", "--data-dir", str(tmp_path / "data"), "--offline", "--epochs", "1",
+                   "--out", str(tmp_path / "o"))
+    assert_one_line_error(proc, "t10k-images-idx3-ubyte.gz", code=1)
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").rglob("*.safetensors"))
+
+
+def test_corrupt_checkpoint_card(tmp_path):
+    card = tmp_path / "model.json"
+    card.write_text("{not json")
+    assert_one_line_error(run_cli("evaluate", "--checkpoint", str(card)), "model.json", "not valid JSON", code=1)
+    card.write_text(json.dumps({"model": "mlp"}))
+    assert_one_line_error(run_cli("evaluate", "--checkpoint", str(card)), "model.safetensors", "missing", code=1)
+    (tmp_path / "model.safetensors").write_bytes(b"garbage" * 10)
+    assert_one_line_error(run_cli("evaluate", "--checkpoint", str(card)), "model.safetensors", "corrupt", code=1)
+
+
+def test_help_and_version():
+    proc = run_cli("--help")
+    assert proc.returncode == 0 and "train" in proc.stdout and "evaluate" in proc.stdout
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and "digitrec" in proc.stdout
