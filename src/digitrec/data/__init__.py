@@ -46,7 +46,7 @@ def _load_cached(path: Path, sha: str) -> np.ndarray:
     if cache.exists():
         try:
             return np.load(cache)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):  # EOFError: an empty .npy
             cache.unlink(missing_ok=True)
     array = read_idx(path)
     try:

@@ -8,6 +8,7 @@ registry's sha256 before use; downloads go to a temporary file and are renamed o
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -78,9 +79,9 @@ def download(urls: list[str], dest: Path, expected_sha256: str, timeout: float =
                 if digest.hexdigest() != expected_sha256:
                     raise DataError("checksum mismatch")
             return
-        except (urllib.error.URLError, OSError, DataError, ValueError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            failures.append(f"{url}: {reason}")
+        except (urllib.error.URLError, OSError, http.client.HTTPException, DataError, ValueError) as exc:
+            reason = " ".join(str(getattr(exc, "reason", None) or exc).split())  # one line, even for raw peers
+            failures.append(f"{url}: {reason or type(exc).__name__}")
     raise DataError(f"could not download {dest.name} from any mirror ({'; '.join(failures)})")
 
 

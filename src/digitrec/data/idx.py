@@ -8,6 +8,7 @@ silently short dataset.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -60,13 +61,16 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise DataError(f"{name}: truncated header ({len(data)} bytes, need {header})")
     shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
     dtype = _DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no int64 wrap-around on huge headers
     actual = len(data) - header
     if actual < expected:
         raise DataError(f"{name}: truncated data ({actual} bytes, header {shape} needs {expected})")
     if actual > expected:
         raise DataError(f"{name}: {actual - expected} unexpected trailing bytes after the data")
-    array = np.frombuffer(data, dtype, offset=header).reshape(shape)
+    try:
+        array = np.frombuffer(data, dtype, offset=header).reshape(shape)
+    except ValueError as exc:  # e.g. (0, 2**31, 2**31): no data, but numpy refuses such a shape
+        raise DataError(f"{name}: unusable shape {shape} ({exc})") from None
     return array.astype(dtype.newbyteorder("="), copy=True)
 
 

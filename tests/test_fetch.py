@@ -1,0 +1,238 @@
+"""Download and verification (digitrec.data.fetch) against a local HTTP server; never the internet."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+from http_server import LocalHTTPServer, Raw, Stall, Truncated, closed_port_url
+
+from digitrec.data import fetch
+from digitrec.data.datasets import MNIST, DatasetSpec
+from digitrec.data.idx import read_idx
+from digitrec.errors import DataError
+
+SHARED_MNIST = Path("/work/shared/data/mnist")
+TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
+TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
+TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
+
+
+def real(name: str) -> bytes:
+    return (SHARED_MNIST / name).read_bytes()
+
+
+def corrupted(data: bytes) -> bytes:
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2] ^= 0xFF
+    return bytes(flipped)
+
+
+def labels_spec(*mirrors: str) -> DatasetSpec:
+    """An MNIST-like spec holding only the two small label files, served from `mirrors`."""
+    return DatasetSpec(name="mnist", files={"train": (TRAIN_LABELS, TEST_LABELS)},
+                       sha256={n: MNIST.sha256[n] for n in (TRAIN_LABELS, TEST_LABELS)},
+                       classes=MNIST.classes, mirrors=tuple(mirrors))
+
+
+def folder_contents(folder: Path) -> list[str]:
+    """Every name in `folder`, hidden .part files included."""
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """Make sure urllib talks to 127.0.0.1 directly, whatever the environment says."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+
+
+@pytest.fixture
+def server():
+    with LocalHTTPServer(max_lifetime=60) as srv:
+        yield srv
+
+
+@pytest.fixture
+def mirrors():
+    """Two independent servers: mirror 1 and mirror 2."""
+    with LocalHTTPServer(max_lifetime=60) as one, LocalHTTPServer(max_lifetime=60) as two:
+        yield one, two
+
+
+def test_registry_is_not_patched():
+    assert all(m.startswith("https://") or m.startswith("http://") for m in MNIST.mirrors)
+    assert not any("127.0.0.1" in m for m in MNIST.mirrors)
+
+
+# --------------------------------------------------------------------------------------------- download()
+
+
+def test_download_good_file(server, tmp_path):
+    server[TRAIN_LABELS] = real(TRAIN_LABELS)
+    dest = tmp_path / TRAIN_LABELS
+    fetch.download([server.url(TRAIN_LABELS)], dest, MNIST.sha256[TRAIN_LABELS], progress=False)
+    assert dest.read_bytes() == real(TRAIN_LABELS)
+    assert folder_contents(tmp_path) == [TRAIN_LABELS]
+    assert server.requests == ["/" + TRAIN_LABELS]
+
+
+def test_download_full_images_file_with_progress(server, tmp_path):
+    server[TEST_IMAGES] = real(TEST_IMAGES)
+    dest = tmp_path / "sub" / TEST_IMAGES  # the folder is created
+    fetch.download([server.url(TEST_IMAGES)], dest, MNIST.sha256[TEST_IMAGES], progress=True)
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == MNIST.sha256[TEST_IMAGES]
+    assert read_idx(dest).shape == (10000, 28, 28)
+    assert folder_contents(dest.parent) == [TEST_IMAGES]
+
+
+def test_corrupt_mirror_then_good_mirror(mirrors, tmp_path):
+    one, two = mirrors
+    one[TEST_LABELS] = corrupted(real(TEST_LABELS))
+    two[TEST_LABELS] = real(TEST_LABELS)
+    dest = tmp_path / TEST_LABELS
+    fetch.download([one.url(TEST_LABELS), two.url(TEST_LABELS)], dest, MNIST.sha256[TEST_LABELS], progress=False)
+    assert dest.read_bytes() == real(TEST_LABELS)
+    assert one.requests == two.requests == ["/" + TEST_LABELS]
+    assert folder_contents(tmp_path) == [TEST_LABELS]
+
+
+@pytest.mark.parametrize("bad", [
+    404,
+    500,
+    Truncated(real(TEST_LABELS)[:1000], len(real(TEST_LABELS))),  # connection drops mid-file
+    Raw(b"SSH-2.0-OpenSSH_9.6\r\n"),  # not an HTTP server at all (http.client.BadStatusLine)
+    Raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100\r\nabc"),  # IncompleteRead
+    Raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),  # bad chunk size
+    b"",  # an empty 200
+], ids=["404", "500", "truncated", "not-http", "incomplete-chunked", "bad-chunk", "empty"])
+def test_failing_mirror_then_good_mirror(mirrors, tmp_path, bad):
+    one, two = mirrors
+    one[TEST_LABELS] = bad
+    two[TEST_LABELS] = real(TEST_LABELS)
+    dest = tmp_path / TEST_LABELS
+    fetch.download([one.url(TEST_LABELS), two.url(TEST_LABELS)], dest, MNIST.sha256[TEST_LABELS], progress=False)
+    assert dest.read_bytes() == real(TEST_LABELS)
+    assert folder_contents(tmp_path) == [TEST_LABELS]
+
+
+def test_refused_then_stalled_then_good_mirror(server, tmp_path):
+    server["slow/" + TEST_LABELS] = Stall(30, real(TEST_LABELS))
+    server[TEST_LABELS] = real(TEST_LABELS)
+    dest = tmp_path / TEST_LABELS
+    urls = [closed_port_url() + TEST_LABELS, server.url("slow/" + TEST_LABELS), server.url(TEST_LABELS)]
+    fetch.download(urls, dest, MNIST.sha256[TEST_LABELS], timeout=1.0, progress=False)
+    assert dest.read_bytes() == real(TEST_LABELS)
+    assert server.requests == ["/slow/" + TEST_LABELS, "/" + TEST_LABELS]
+
+
+def test_all_mirrors_dead(server, tmp_path):
+    server["a/" + TEST_LABELS] = 404
+    server["b/" + TEST_LABELS] = corrupted(real(TEST_LABELS))
+    server["c/" + TEST_LABELS] = Raw(b"garbage\r\nmore garbage\r\n")
+    refused = closed_port_url() + TEST_LABELS
+    urls = [server.url("a/" + TEST_LABELS), refused, server.url("b/" + TEST_LABELS), server.url("c/" + TEST_LABELS)]
+    dest = tmp_path / TEST_LABELS
+    with pytest.raises(DataError) as info:
+        fetch.download(urls, dest, MNIST.sha256[TEST_LABELS], progress=False)
+    message = str(info.value)
+    assert "\n" not in message and "\r" not in message
+    assert message.startswith(f"could not download {TEST_LABELS} from any mirror")
+    for url in urls:
+        assert url in message
+    assert "Not Found" in message and "refused" in message and "checksum mismatch" in message
+    assert folder_contents(tmp_path) == []  # neither the file nor a .part file
+
+
+def test_no_mirrors_at_all(tmp_path):
+    with pytest.raises(DataError, match="any mirror"):
+        fetch.download([], tmp_path / TEST_LABELS, MNIST.sha256[TEST_LABELS], progress=False)
+    assert folder_contents(tmp_path) == []
+
+
+def test_download_replaces_nothing_on_failure(tmp_path):
+    dest = tmp_path / TEST_LABELS
+    dest.write_bytes(b"keep me")
+    with pytest.raises(DataError):
+        fetch.download([closed_port_url() + TEST_LABELS], dest, MNIST.sha256[TEST_LABELS], progress=False)
+    assert dest.read_bytes() == b"keep me"
+    assert folder_contents(tmp_path) == [TEST_LABELS]
+
+
+# --------------------------------------------------------------------------------------------- ensure_files()
+
+
+def test_ensure_files_downloads_missing_files(server, tmp_path):
+    server[TRAIN_LABELS] = real(TRAIN_LABELS)
+    server[TEST_LABELS] = real(TEST_LABELS)
+    spec = labels_spec(closed_port_url(), server.base_url)
+    folder = fetch.ensure_files(spec, tmp_path, progress=False)
+    assert folder == tmp_path / "mnist"
+    assert folder_contents(folder) == [TEST_LABELS, TRAIN_LABELS]
+    for name in (TRAIN_LABELS, TEST_LABELS):
+        assert (folder / name).read_bytes() == real(name)
+    # a second call finds everything in place and asks no server
+    fetch.ensure_files(spec, tmp_path, progress=False)
+    assert sorted(server.requests) == ["/" + TEST_LABELS, "/" + TRAIN_LABELS]
+
+
+def test_ensure_files_downloads_only_what_is_missing(server, tmp_path):
+    (tmp_path / "mnist").mkdir()
+    shutil.copy(SHARED_MNIST / TRAIN_LABELS, tmp_path / "mnist" / TRAIN_LABELS)
+    server[TEST_LABELS] = real(TEST_LABELS)
+    fetch.ensure_files(labels_spec(server.base_url), tmp_path, progress=False)
+    assert server.requests == ["/" + TEST_LABELS]
+
+
+def test_ensure_files_all_mirrors_dead(server, tmp_path):
+    spec = labels_spec(server.base_url, closed_port_url())  # 404 for everything, then refused
+    with pytest.raises(DataError) as info:
+        fetch.ensure_files(spec, tmp_path, progress=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "could not download" in message and "Not Found" in message and "refused" in message
+    assert str(tmp_path / "mnist") in message and "DIGITREC_DATA" in message  # says where to put the files
+    assert folder_contents(tmp_path / "mnist") == []
+
+
+def test_ensure_files_offline_missing_file(server, tmp_path):
+    server[TRAIN_LABELS] = real(TRAIN_LABELS)
+    server[TEST_LABELS] = real(TEST_LABELS)
+    with pytest.raises(DataError) as info:
+        fetch.ensure_files(labels_spec(server.base_url), tmp_path, offline=True, progress=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(tmp_path / "mnist" / TRAIN_LABELS) in message and "missing" in message and "offline" in message
+    assert f"put the mnist .gz files in {tmp_path / 'mnist'}" in message
+    assert "--data-dir" in message and "$DIGITREC_DATA" in message
+    assert server.requests == []  # offline means offline
+    assert folder_contents(tmp_path / "mnist") == []
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_existing_file_with_wrong_checksum_is_never_used(server, tmp_path, offline):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    bad = corrupted(real(TRAIN_LABELS))
+    (folder / TRAIN_LABELS).write_bytes(bad)
+    shutil.copy(SHARED_MNIST / TEST_LABELS, folder / TEST_LABELS)
+    server[TRAIN_LABELS] = real(TRAIN_LABELS)  # a good copy is available, but must not be fetched silently
+    with pytest.raises(DataError) as info:
+        fetch.ensure_files(labels_spec(server.base_url), tmp_path, offline=offline, progress=False)
+    message = str(info.value)
+    assert str(folder / TRAIN_LABELS) in message and "checksum mismatch" in message and "delete" in message
+    assert (folder / TRAIN_LABELS).read_bytes() == bad
+    assert server.requests == []
+
+
+def test_verify_catches_a_file_changed_after_verification(tmp_path):
+    path = tmp_path / TEST_LABELS
+    shutil.copy(SHARED_MNIST / TEST_LABELS, path)
+    fetch.verify(path, MNIST.sha256[TEST_LABELS])
+    fetch.verify(path, MNIST.sha256[TEST_LABELS])  # remembered
+    path.write_bytes(corrupted(real(TEST_LABELS))[:-1])  # new size: must be hashed again
+    with pytest.raises(DataError, match="checksum mismatch"):
+        fetch.verify(path, MNIST.sha256[TEST_LABELS])
