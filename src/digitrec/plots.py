@@ -53,3 +53,132 @@ def digit_grid_figure(images: np.ndarray, captions: Sequence[str], title: str = 
 def save_digit_grid(path: str | os.PathLike, images: np.ndarray, captions: Sequence[str], title: str = "",
                     colors=None) -> None:
     save_figure(digit_grid_figure(images, captions, title, colors), path)
+
+
+# --- figures for `digitrec report` (and anyone else who wants them) -------------------------------------
+
+
+def class_balance_figure(counts: dict[str, Sequence[int]], classes: Sequence[str], title: str = "Class balance"):
+    """Grouped bars: one group per class, one bar per split (e.g. {'train': [...], 'test': [...]})."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(max(6.0, len(classes) * 0.7), 3.2))
+    width = 0.8 / max(1, len(counts))
+    x = np.arange(len(classes))
+    for k, (split, values) in enumerate(counts.items()):
+        bars = ax.bar(x + (k - (len(counts) - 1) / 2) * width, values, width, label=f"{split} (n={sum(values)})")
+        ax.bar_label(bars, fontsize=6, rotation=90, padding=2)
+    ax.set_xticks(x, [c[:10] for c in classes], rotation=30 if max(len(c) for c in classes) > 3 else 0,
+                  fontsize=8)
+    ax.set_ylabel("images")
+    ax.margins(y=0.18)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves_figure(histories: dict[str, Sequence[dict]], title: str = "Training curves"):
+    """Loss and accuracy per epoch; train solid, validation dashed; one colour per run (e.g. ensemble member).
+
+    Each history is a list of rows with `epoch`, `train_loss`, `train_accuracy` and optionally `val_loss`,
+    `val_accuracy` (the model card's `history`).
+    """
+    plt = _figure()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (name, rows) in enumerate(histories.items()):
+        color = colors[k % len(colors)]
+        prefix = f"{name} " if len(histories) > 1 else ""
+        epochs = [r["epoch"] for r in rows]
+        for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+            for split, style in (("train", "-"), ("val", "--")):
+                pts = [(e, r[f"{split}_{metric}"]) for e, r in zip(epochs, rows, strict=True)
+                       if r.get(f"{split}_{metric}") is not None]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), style, marker="o", markersize=3, color=color,
+                            label=f"{prefix}{'validation' if split == 'val' else split}")
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(confusion: np.ndarray, classes: Sequence[str], title: str = "Confusion matrix"):
+    """Annotated heatmap, rows true and columns predicted; colour is the row-normalised rate, text the count."""
+    plt = _figure()
+    confusion = np.asarray(confusion)
+    n = len(classes)
+    rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    # sqrt stretch: keeps the rare off-diagonal errors visible next to the large diagonal.
+    im = ax.imshow(np.sqrt(rates), cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            if confusion[i, j]:
+                ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    labels = [c[:8] for c in classes]
+    ax.set_xticks(range(n), labels, fontsize=8, rotation=45 if max(len(c) for c in labels) > 2 else 0)
+    ax.set_yticks(range(n), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ticks = np.array([0, 0.01, 0.1, 0.5, 1.0])
+    cbar.set_ticks(np.sqrt(ticks), labels=[f"{t:g}" for t in ticks])
+    cbar.set_label("fraction of true class", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_figure(curves: dict[str, dict[str, list[float]]], title: str = "Reliability diagram"):
+    """Accuracy against mean confidence per bin, one line per curve (e.g. before/after temperature
+    scaling); `curves` maps a label to metrics.reliability()'s output. Bin counts are drawn below."""
+    plt = _figure()
+    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(4.8, 5.2), sharex=True, gridspec_kw=dict(height_ratios=[3, 1]))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    for k, (label, r) in enumerate(curves.items()):
+        conf, acc = np.array(r["confidence"], float), np.array(r["accuracy"], float)
+        ok = ~np.isnan(conf)
+        ax.plot(conf[ok], acc[ok], "o-", markersize=3, label=label)
+        lower = np.array(r["lower"], float)
+        w = lower[1] - lower[0] if len(lower) > 1 else 1.0
+        n_curves = len(curves)
+        ax_n.bar(lower + w * (k + 0.5) / n_curves, r["count"], w / n_curves, label=label)
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title, fontsize=10)
+    ax_n.set_yscale("log")
+    ax_n.set_xlabel("confidence")
+    ax_n.set_ylabel("images")
+    fig.tight_layout()
+    return fig
+
+
+def embedding_figure(points: np.ndarray, labels: np.ndarray, classes: Sequence[str], title: str = "",
+                     xlabel: str = "component 1", ylabel: str = "component 2"):
+    """Scatter of 2-D points coloured by class (e.g. a PCA of penultimate-layer features)."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    order = np.random.default_rng(0).permutation(len(points))  # no class painted over all the others
+    colors = cmap(np.asarray(labels)[order] % cmap.N)
+    ax.scatter(points[order, 0], points[order, 1], s=2, alpha=0.5, c=colors, linewidths=0, rasterized=True)
+    for c, name in enumerate(classes):
+        ax.scatter([], [], s=12, color=cmap(c % cmap.N), label=name)  # legend entries
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(markerscale=5, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
