@@ -98,7 +98,7 @@ MODELS: dict[str, ModelSpec] = {
     ), "99 % in about 3 s on two CPU cores"),
     "best": ModelSpec("best", best, dict(
         epochs=40, batch_size=128, lr=2e-3, optimizer="adamw", betas=(0.9, 0.999), weight_decay=5e-4,
-        schedule="onecycle", warmup=0.15, label_smoothing=0.1, ema=0.999,
+        schedule="onecycle", warmup=0.15, label_smoothing=0.1, ema=0.999, bf16=True,
         augment=dict(rotate=12.0, scale=0.12, shear=0.15, translate=0.12, elastic=0.5),
     ), "most accurate single model"),
 }

@@ -47,6 +47,7 @@ class TrainConfig:
     tta: bool = False                 # evaluate with test-time augmentation
     progress: bool = True
     command: str = ""
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # architecture knobs, e.g. width=48
     # Recipe overrides; None means "the model's recipe value" (see models.MODELS).
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -56,7 +57,7 @@ def resolve_recipe(config: TrainConfig) -> dict[str, Any]:
     for key, value in config.overrides.items():
         if value is None:
             continue
-        if key not in recipe and key not in ("warmup",):
+        if key not in recipe and key not in ("warmup", "bf16", "momentum"):
             raise UsageError(f"unknown hyper-parameter {key!r} for model {config.model!r}")
         recipe[key] = value
     unknown = set(recipe.get("augment") or {}) - set(AUGMENTATIONS)
@@ -128,6 +129,15 @@ def split_validation(data: Dataset, n_val: int, seed: int) -> tuple[np.ndarray, 
     return order[n_val:], order[:n_val]
 
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 autocast pays off on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX); elsewhere it is emulated."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+    return False
+
+
 def _dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -174,7 +184,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     # --- model and optimiser (the clock starts here: IDX reading excluded) -----------------------
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
-    model = build_model(config.model, classes=classes).to(device)
+    model = build_model(config.model, classes=classes, **config.model_kwargs).to(device)
     # channels_last: oneDNN/cuDNN convolutions run 20-40 % faster in NHWC (measured on the 2-core CPU).
     channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
     if channels_last:
@@ -208,6 +218,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         history = [dict(zip(state["history_keys"], row.tolist(), strict=True)) for row in state["history"]]
         _log(f"resumed from {resume_path} after epoch {start_epoch}", rank)
     smoothing = float(recipe.get("label_smoothing", 0.0))
+    use_bf16 = bool(recipe.get("bf16", False)) and bf16_is_fast(device)
     augment = recipe.get("augment") or {}
 
     for epoch in range(start_epoch, epochs):
@@ -229,10 +240,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 x = augment_batch(x, augment, aug_gen)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    logits = train_model(x)
-            else:
+            # bf16 autocast: 2x faster convolutions on CPUs with AVX512-BF16 and on GPUs; weights stay fp32.
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = train_model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -280,7 +289,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         test_logits = predict_logits(final, test_data.images, device=device, tta=config.tta)
         metrics = summarize(test_logits, test_data.labels, classes)
         card = dict(
-            model=config.model, hparams={}, recipe=recipe, dataset=config.dataset,
+            model=config.model, hparams=dict(config.model_kwargs), recipe=recipe, dataset=config.dataset,
             data_sha256={**train_data.sha256, **test_data.sha256}, classes=list(train_data.classes),
             seed=config.seed, val=config.val, tta=config.tta, temperature=temperature,
             parameters=count_parameters(model), train_seconds=train_seconds, device=str(device),
