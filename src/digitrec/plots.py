@@ -122,8 +122,8 @@ def confusion_figure(confusion: np.ndarray, classes: Sequence[str], title: str =
         for j in range(n):
             if confusion[i, j]:
                 ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
-    labels = [c[:8] for c in classes]
+                        color="white" if rates[i, j] > 0.36 else "black")
+    labels = [c[:12] for c in classes]
     ax.set_xticks(range(n), labels, fontsize=8, rotation=45 if max(len(c) for c in labels) > 2 else 0)
     ax.set_yticks(range(n), labels, fontsize=8)
     ax.set_xlabel("predicted")
