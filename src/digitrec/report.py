@@ -466,14 +466,15 @@ def _features_section(ctx: _Context, features: np.ndarray | None, test: Dataset,
                 "<p>No penultimate layer (a layer feeding a final Linear) was found in this model.</p>")
         return
     points, ratio = pca_2d(features)
-    which = "the first member's " if "members" in loaded.card else ""
+    which = "the first member's " if "members" in loaded.card else ""  # an ensemble: its first member
+    owner = "the first member's" if which else "the network's"
     fig = ctx.figure(plots.embedding_figure(points, test.labels, test.classes,
                                             f"Test set: PCA of {which}{features.shape[1]}-d penultimate features",
                                             f"PC 1 ({100 * ratio[0]:.1f} % of variance)",
                                             f"PC 2 ({100 * ratio[1]:.1f} % of variance)"),
                      "features_pca.png", "Each test image as a point: the top two principal components of the "
                                          "features the final layer sees, coloured by true class")
-    body = (f"<p>The {len(features)} test images, mapped by {which}network's penultimate layer "
+    body = (f"<p>The {len(features)} test images, mapped by {owner} penultimate layer "
             f"({features.shape[1]} features: the input of the final Linear, captured with a forward hook on the "
             "layer before it) and projected to 2-D with PCA. "
             "Well-separated clusters mean the final linear layer has an easy job; overlapping clusters are the "
