@@ -20,7 +20,7 @@ RUNNER = r"""
 import json, sys
 from digitrec.training import TrainConfig, train
 c = json.loads(sys.argv[1])
-r = train(TrainConfig(model=c["model"], seed=c.get("seed", 0), val=c.get("val", 0), device=c.get("device", "auto"),
+r = train(TrainConfig(model=c["model"], dataset=c.get("dataset", "mnist"), seed=c.get("seed", 0), val=c.get("val", 0), device=c.get("device", "auto"),
                       out=c["out"], threads=c.get("threads"), progress=False, tta=c.get("tta", False),
                       model_kwargs=c.get("model_kwargs", {}), overrides=c.get("overrides", {})))
 print("RESULT " + json.dumps(r))
@@ -71,8 +71,8 @@ def main() -> None:
             if "error" in r:
                 print(f"| {r['name']:28s} | ERROR {r['error']}", flush=True)
             else:
-                val = r.get("val_accuracy")
-                print(f"| {r['name']:28s} | {val if val is None else f'{val:.4f}':>7} | {r['test_accuracy']:.4f}   "
+                val = "-" if r.get("val_accuracy") is None else f"{r['val_accuracy']:.4f}"
+                print(f"| {r['name']:28s} | {val:>7} | {r['test_accuracy']:.4f}   "
                       f"| {r['train_seconds']:7.2f} | {r['wall']:6.1f} |", flush=True)
             if args.json:  # rewritten after every run: a killed sweep keeps what it finished
                 with open(args.json, "w") as f:

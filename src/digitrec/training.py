@@ -45,6 +45,7 @@ class TrainConfig:
     resume: bool = False
     threads: int | None = None
     tta: bool = False                 # evaluate with test-time augmentation
+    tensorboard: str | None = None    # log scalars and sample images here (optional dependency)
     progress: bool = True
     command: str = ""
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # architecture knobs, e.g. width=48
@@ -221,6 +222,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
     use_bf16 = bool(recipe.get("bf16", False)) and bf16_is_fast(device)
     augment = recipe.get("augment") or {}
 
+    logger = None
+    if config.tensorboard and rank == 0:
+        from digitrec.tb import TensorboardLogger
+
+        logger = TensorboardLogger(config.tensorboard)
+        logger.log_images("train/samples", train_data.images[train_idx[:32]], step=0)
+
     for epoch in range(start_epoch, epochs):
         train_model.train()
         perm = torch.randperm(n_train, device=device, generator=gen)
@@ -271,10 +279,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if "val_accuracy" in row:
             msg += f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}"
         _log(msg + f"  [{row['seconds']:.1f}s]", rank)
+        if logger is not None:
+            logger.log_epoch(row, step=epoch + 1)
         if rank == 0 and epoch + 1 < epochs:
             _save_resume(resume_path, model, optimizer, schedule, ema, gen, aug_gen, epoch + 1, step,
                          elapsed_before + time.perf_counter() - t0, history)
 
+    if logger is not None:
+        logger.close()
     final = ema.model if ema is not None else model
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -48,10 +48,12 @@ def _parse_augment(text: str | None) -> dict[str, float] | None:
 @options.offline
 @click.option("--out", default="runs/{model}-{dataset}-s{seed}", show_default=True, help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue from the last finished epoch in --out.")
+@click.option("--tensorboard", type=click.Path(file_okay=False), default=None,
+              help="Log scalars and sample images to this folder (needs digitrec[tensorboard]).")
 @options.json_out
 @click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
 def train(model, dataset, epochs, batch_size, lr, seed, val, augment, ensemble, tta, device, threads, data_dir,
-          offline, out, resume, json_out, progress) -> None:
+          offline, out, resume, tensorboard, json_out, progress) -> None:
     """Train a model, evaluate it on the test set and save a checkpoint."""
     from digitrec.training import TrainConfig
     from digitrec.training import train as run_training
@@ -62,7 +64,7 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, augment, ensemble, 
     for k in range(ensemble):
         config = TrainConfig(model=model, dataset=dataset, seed=seed + k, val=val, device=device,
                              out=out, data_dir=data_dir, offline=offline,
-                             resume=resume, threads=threads, tta=tta, progress=progress,
+                             resume=resume, threads=threads, tta=tta, progress=progress, tensorboard=tensorboard,
                              command=command, overrides=overrides)
         result = run_training(config)
         if not result:  # a non-zero DDP rank

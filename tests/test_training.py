@@ -1,0 +1,150 @@
+"""Training machinery: augmentation, EMA, metrics, resume after kill -9, and 2-process DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from clirun import run_cli
+
+from digitrec.augment import augment_batch, tta_views
+from digitrec.metrics import expected_calibration_error, fit_temperature, nll, softmax, summarize
+from digitrec.training import EMA
+
+
+def _digit_batch(n=16):
+    x = torch.zeros(n, 1, 28, 28)
+    x[:, :, 6:22, 12:16] = 1.0  # a vertical bar: a "1"
+    return x
+
+
+def test_augment_identity_and_shapes():
+    x = _digit_batch()
+    assert torch.equal(augment_batch(x, {}), x)
+    out = augment_batch(x, dict(rotate=0, scale=0, shear=0, translate=0))
+    assert torch.allclose(out, x, atol=1e-5)  # the zero transform is exact
+    g = torch.Generator().manual_seed(0)
+    out = augment_batch(x, dict(rotate=15, scale=0.1, shear=0.1, translate=0.1, elastic=0.5, stroke=0.5,
+                                blur=0.5, noise=0.05), g)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out[0], out[1])  # every image gets its own draw
+
+
+def test_augment_is_reproducible_and_keeps_ink():
+    x = _digit_batch()
+    spec = dict(rotate=12, scale=0.12, shear=0.15, translate=0.12, elastic=0.5)
+    a = augment_batch(x, spec, torch.Generator().manual_seed(1))
+    b = augment_batch(x, spec, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    ink_before, ink_after = x.sum((1, 2, 3)), a.sum((1, 2, 3))
+    assert ((ink_after / ink_before) > 0.6).all() and ((ink_after / ink_before) < 1.6).all()
+
+
+def test_augment_translation_moves_centre_of_mass():
+    x = _digit_batch(64)
+    out = augment_batch(x, dict(translate=0.15), torch.Generator().manual_seed(0))
+    cols = torch.arange(28.0)
+    com = (out.sum(2).squeeze(1) * cols).sum(1) / out.sum((1, 2, 3))
+    assert com.std() > 1.0  # shifted by up to ±4 px
+
+
+def test_unknown_augmentation_rejected():
+    with pytest.raises(ValueError, match="wobble"):
+        augment_batch(_digit_batch(), dict(wobble=1))
+
+
+def test_tta_views_keep_shape():
+    views = tta_views(_digit_batch())
+    assert len(views) == 5 and all(v.shape == (16, 1, 28, 28) for v in views)
+
+
+def test_ema_tracks_weights():
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    for step in range(200):
+        ema.update(model, step)
+    assert torch.allclose(ema.model.weight, model.weight, atol=1e-3)
+
+
+def test_temperature_scaling_recovers_known_temperature():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(size=(4000, 10)) * 3
+    labels = np.array([rng.choice(10, p=p) for p in softmax(true_logits)])
+    fitted = fit_temperature(true_logits * 2.5, labels)  # over-confident by 2.5x
+    assert fitted == pytest.approx(2.5, rel=0.1)
+    assert nll(true_logits * 2.5, labels, fitted) < nll(true_logits * 2.5, labels)
+
+
+def test_summary_and_ece():
+    logits = np.eye(10)[np.arange(100) % 10] * 10
+    labels = np.arange(100) % 10
+    s = summarize(logits, labels, 10)
+    assert s["accuracy"] == 1.0 and s["n"] == 100 and np.trace(np.array(s["confusion"])) == 100
+    assert all(row["f1"] == 1.0 for row in s["per_class"])
+    assert expected_calibration_error(softmax(logits), labels) < 0.01
+
+
+def _train_args(out: Path, *extra: str) -> list[str]:
+    return ["train", "--model", "mlp", "--epochs", "3", "--batch-size", "128", "--seed", "5", "--json",
+            "--no-progress", "--out", str(out), *extra]
+
+
+def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path):
+    reference = run_cli(*_train_args(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr
+    ref = json.loads(reference.stdout.strip().splitlines()[-1])
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "digitrec", *_train_args(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "resume.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (out / "resume.pt").exists(), "no resume state was written after the first epoch"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.json").exists()
+
+    resumed = run_cli(*_train_args(out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    result = json.loads(resumed.stdout.strip().splitlines()[-1])
+    card = json.loads(Path(result["checkpoint"]).read_text())
+    assert [row["epoch"] for row in card["history"]] == [1, 2, 3]
+    # Model, optimiser, schedule and both RNG streams are restored: the result is the uninterrupted one.
+    assert result["test_accuracy"] == ref["test_accuracy"]
+    assert not (out / "resume.pt").exists()
+
+
+def test_torchrun_two_processes_matches_single_process(tmp_path):
+    single = run_cli("train", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "--threads", "1",
+                     "--json", "--no-progress", "--out", str(tmp_path / "single"))
+    assert single.returncode == 0, single.stderr
+    one = json.loads(single.stdout.strip().splitlines()[-1])
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "digitrec", "train", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "--threads", "1",
+         "--json", "--no-progress", "--out", str(tmp_path / "ddp")],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    results = [json.loads(line) for line in ddp.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == 1, ddp.stdout  # only rank 0 reports and writes
+    two = results[0]
+    assert two["world_size"] == 2
+    assert abs(two["test_accuracy"] - one["test_accuracy"]) < 0.01
+    files = sorted(p.name for p in (tmp_path / "ddp").iterdir())
+    assert files == ["model.json", "model.safetensors"]
+    evaluated = run_cli("evaluate", "--checkpoint", str(tmp_path / "ddp"), "--json")
+    assert json.loads(evaluated.stdout)["accuracy"] == two["test_accuracy"]
