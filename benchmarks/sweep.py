@@ -20,9 +20,10 @@ RUNNER = r"""
 import json, sys
 from digitrec.training import TrainConfig, train
 c = json.loads(sys.argv[1])
-r = train(TrainConfig(model=c["model"], dataset=c.get("dataset", "mnist"), seed=c.get("seed", 0), val=c.get("val", 0), device=c.get("device", "auto"),
-                      out=c["out"], threads=c.get("threads"), progress=False, tta=c.get("tta", False),
-                      model_kwargs=c.get("model_kwargs", {}), overrides=c.get("overrides", {})))
+r = train(TrainConfig(
+    model=c["model"], dataset=c.get("dataset", "mnist"), seed=c.get("seed", 0), val=c.get("val", 0),
+    device=c.get("device", "auto"), out=c["out"], threads=c.get("threads"), progress=False,
+    tta=c.get("tta", False), model_kwargs=c.get("model_kwargs", {}), overrides=c.get("overrides", {})))
 print("RESULT " + json.dumps(r))
 """
 

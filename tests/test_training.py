@@ -133,11 +133,18 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
     one = json.loads(single.stdout.strip().splitlines()[-1])
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    ddp = subprocess.run(
+    # Own process group, so a hang kills torchrun's workers too, not just the launcher.
+    launcher = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "digitrec", "train", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "--threads", "1",
          "--json", "--no-progress", "--out", str(tmp_path / "ddp")],
-        capture_output=True, text=True, timeout=300, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        stdout, stderr = launcher.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        raise
+    ddp = subprocess.CompletedProcess(launcher.args, launcher.returncode, stdout, stderr)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     results = [json.loads(line) for line in ddp.stdout.splitlines() if line.startswith("{")]
     assert len(results) == 1, ddp.stdout  # only rank 0 reports and writes

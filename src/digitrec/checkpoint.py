@@ -91,14 +91,18 @@ def read_card(card_path: Path) -> dict[str, Any]:
 
 
 class Ensemble(nn.Module):
-    """Averages members' softmax outputs; returns log-probabilities so argmax and NLL work as logits."""
+    """Averages members' calibrated softmax outputs; returns log-probabilities, so argmax and NLL work
+    as for logits and the ensemble needs no temperature of its own (each member brings the one fitted
+    on its own validation split)."""
 
-    def __init__(self, members: list[nn.Module]):
+    def __init__(self, members: list[nn.Module], temperatures: list[float] | None = None):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.temperatures = temperatures or [1.0] * len(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([m(x).float().softmax(1) for m in self.members]).mean(0)
+        probs = torch.stack([(m(x).float() / t).softmax(1)
+                             for m, t in zip(self.members, self.temperatures, strict=True)]).mean(0)
         return probs.clamp_min(1e-12).log()
 
 
@@ -136,9 +140,11 @@ def load(path: str | os.PathLike) -> Checkpoint:
     card_path = resolve(path)
     card = read_card(card_path)
     if "members" in card:
-        members = [_load_single(card_path.parent / f"{m}.json", read_card(card_path.parent / f"{m}.json"))
-                   for m in card["members"]]
-        return Checkpoint(Ensemble(members).eval(), card, card_path)
+        paths = [card_path.parent / f"{m}.json" for m in card["members"]]
+        cards = [read_card(p) for p in paths]
+        members = [_load_single(p, c) for p, c in zip(paths, cards, strict=True)]
+        temperatures = [float(c.get("temperature", 1.0)) for c in cards]
+        return Checkpoint(Ensemble(members, temperatures).eval(), card, card_path)
     return Checkpoint(_load_single(card_path, card), card, card_path)
 
 

@@ -24,9 +24,15 @@ def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, batch_si
                    device: torch.device | str = "cpu", tta: bool = False) -> np.ndarray:
     """Logits for all images, in batches; with `tta`, log of the mean softmax over shifted views."""
     model.eval()
+    # NHWC convolutions are 1.5x faster on CPU (oneDNN) and GPU (cuDNN); a no-op for the MLP.
+    channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     out = []
     for i in range(0, len(images), batch_size):
         x = as_model_input(images[i:i + batch_size], device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if tta:
             probs = torch.stack([model(v).float().softmax(1) for v in tta_views(x)]).mean(0)
             out.append(probs.clamp_min(1e-12).log().cpu())

@@ -1,0 +1,71 @@
+"""Accuracy on user-like renderings of MNIST *test* digits (synth.user_like_set: dark ink on paper, photos
+with uneven light, thick/thin pens, rotation, blur, JPEG, coloured ink, canvas exports, ...), read through
+the same path as `digitrec predict`. Also: whole-string accuracy of `--multi` on composed numbers.
+
+    python benchmarks/user_like_accuracy.py --n 2000 --numbers 300 [--model best|ensemble|fast]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import time
+
+import numpy as np
+
+from digitrec import Recognizer
+from digitrec.data import load_dataset
+from digitrec.synth import compose_number, user_like_set
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--numbers", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--model", default=None, help="bundled model (default: the Recognizer's default)")
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    test = load_dataset("mnist", "test")
+    rec = Recognizer.load(args.checkpoint, model=args.model)
+    items = user_like_set(test.images, test.labels, args.n, seed=args.seed)
+    t0 = time.perf_counter()
+    preds = rec.predict_many([data for data, _, _ in items], errors="return")
+    seconds = time.perf_counter() - t0
+    correct = np.array([getattr(p, "digit", None) == label for p, (_, label, _) in zip(preds, items, strict=True)])
+    per_style: dict[str, list[bool]] = collections.defaultdict(list)
+    for ok, (_, _, style) in zip(correct, items, strict=True):
+        for part in style.split(":")[0].split("+"):
+            per_style[part].append(bool(ok))
+
+    rng = np.random.default_rng(args.seed + 1)
+    strings_ok, digits_ok, digits_total = 0, 0, 0
+    for _ in range(args.numbers):
+        image, text = compose_number(test.images, test.labels, rng, user_like=bool(rng.random() < 0.5))
+        read = rec.read_number(image).text
+        strings_ok += read == text
+        digits_ok += sum(a == b for a, b in zip(read, text, strict=False)) if len(read) == len(text) else 0
+        digits_total += len(text)
+
+    result = dict(model=rec.name, n=args.n, seed=args.seed, accuracy=float(correct.mean()),
+                  images_per_second=args.n / seconds,
+                  per_style={k: dict(n=len(v), accuracy=float(np.mean(v))) for k, v in sorted(per_style.items())},
+                  numbers=args.numbers, number_accuracy=strings_ok / max(args.numbers, 1),
+                  number_digit_accuracy=digits_ok / max(digits_total, 1))
+    print(f"model: {rec.name}")
+    print(f"user-like single digits: {100 * result['accuracy']:.2f} % of {args.n} (seed {args.seed})")
+    print(f"composed numbers (4-10 digits, --multi): {100 * result['number_accuracy']:.2f} % whole-string "
+          f"of {args.numbers}")
+    print("| style element | n | accuracy |\n|---|---|---|")
+    for k, v in result["per_style"].items():
+        print(f"| {k} | {v['n']} | {100 * v['accuracy']:.2f} % |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

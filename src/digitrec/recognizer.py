@@ -1,0 +1,180 @@
+"""The public API for reading digits from real images.
+
+    from digitrec import Recognizer
+    rec = Recognizer.load()                 # the bundled model; or Recognizer.load("runs/x/model.json")
+    rec.predict("photo.jpg").digit          # path, bytes, PIL image or numpy array
+    rec.predict_many(paths)                 # batched: one forward pass per chunk
+    rec.read_number("meter.png").text       # several digits in a row
+
+Every image goes through `preprocess` (MNIST's own normalisation), then the model; confidences are
+softmax probabilities after temperature scaling fitted on a validation split at training time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from digitrec import checkpoint
+from digitrec.errors import DigitrecError, ImageError
+from digitrec.inference import pick_device, predict_logits
+from digitrec.metrics import softmax
+from digitrec.preprocess import ImageSource, Prepared, to_mnist
+from digitrec.segment import split_digits
+
+# Below this calibrated probability an answer is flagged `unsure` (about 1 in 1,000 MNIST test digits,
+# but most of the scribbles, noise and non-digits users send).
+UNSURE_BELOW = 0.75
+
+
+@dataclass
+class Prediction:
+    """One digit. `digit` is None when the image holds no ink (then `unsure` is True)."""
+
+    digit: int | None
+    confidence: float
+    probabilities: np.ndarray          # [10], calibrated
+    unsure: bool
+    image: np.ndarray                  # the 28x28 float input the model saw
+    box: tuple[int, int, int, int] | None = None   # where the digit was found, in source pixels
+
+    def top_k(self, k: int) -> list[tuple[int, float]]:
+        order = np.argsort(-self.probabilities)[:k]
+        return [(int(d), float(self.probabilities[d])) for d in order]
+
+    def to_dict(self, top_k: int = 0) -> dict[str, Any]:
+        out: dict[str, Any] = dict(digit=self.digit, confidence=round(self.confidence, 6),
+                                   probabilities=[round(float(p), 6) for p in self.probabilities],
+                                   unsure=self.unsure, box=list(self.box) if self.box else None)
+        if top_k:
+            out["top_k"] = [[d, round(p, 6)] for d, p in self.top_k(top_k)]
+        return out
+
+
+@dataclass
+class NumberReading:
+    """Several digits in a row: `text` is the digits left to right ('' when there is no ink)."""
+
+    text: str
+    digits: list[Prediction] = field(default_factory=list)
+
+    @property
+    def confidence(self) -> float:
+        return float(np.prod([d.confidence for d in self.digits])) if self.digits else 0.0
+
+    @property
+    def unsure(self) -> bool:
+        return not self.digits or any(d.unsure for d in self.digits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(text=self.text, confidence=round(self.confidence, 6), unsure=self.unsure,
+                    digits=[dict(digit=d.digit, confidence=round(d.confidence, 6), box=list(d.box or ()))
+                            for d in self.digits])
+
+
+class Recognizer:
+    """A loaded model plus MNIST-style preprocessing. Thread-safe for prediction."""
+
+    def __init__(self, loaded: checkpoint.Checkpoint, device: str = "cpu", tta: bool | None = None,
+                 unsure_below: float = UNSURE_BELOW):
+        self.checkpoint = loaded
+        self.device = pick_device(device)
+        self.model = loaded.model.to(self.device).eval()
+        self.temperature = loaded.temperature
+        self.tta = bool(loaded.card.get("tta", False)) if tta is None else tta
+        self.unsure_below = unsure_below
+        self.classes = loaded.card.get("classes") or [str(d) for d in range(10)]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, *, model: str | None = None, device: str = "cpu",
+             tta: bool | None = None) -> Recognizer:
+        """`path`: a checkpoint; else the bundled `model` ('best', 'ensemble', 'fast'); else the default."""
+        if path is not None:
+            loaded = checkpoint.load(path)
+        elif model is not None:
+            loaded = checkpoint.bundled(model)
+        else:
+            loaded = checkpoint.default_bundled()
+        return cls(loaded, device=device, tta=tta)
+
+    @property
+    def name(self) -> str:
+        return str(self.checkpoint.path)
+
+    # --- core: 28x28 arrays in, predictions out --------------------------------------------------
+    def classify(self, images: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities [N, 10] for MNIST-normalised float images [N, 28, 28]."""
+        with torch.inference_mode():
+            logits = predict_logits(self.model, np.asarray(images, np.float32), batch_size=512,
+                                    device=self.device, tta=self.tta)
+        return softmax(logits, self.temperature)
+
+    def _predictions(self, prepared: Sequence[Prepared]) -> list[Prediction]:
+        inked = [k for k, p in enumerate(prepared) if p.has_ink]
+        probs = self.classify(np.stack([prepared[k].image for k in inked])) if inked else np.zeros((0, 10))
+        out: list[Prediction] = []
+        row = iter(probs)
+        for p in prepared:
+            if not p.has_ink:
+                out.append(Prediction(None, 0.0, np.zeros(10, np.float32), True, p.image, None))
+                continue
+            pr = next(row)
+            digit = int(pr.argmax())
+            out.append(Prediction(digit, float(pr[digit]), pr.astype(np.float32),
+                                  bool(pr[digit] < self.unsure_below), p.image, p.box))
+        return out
+
+    # --- public API ---------------------------------------------------------------------------------
+    def predict(self, image: ImageSource) -> Prediction:
+        """One image of one digit. Raises ImageError (naming the file) when it cannot be read."""
+        return self._predictions([to_mnist(image)])[0]
+
+    def predict_many(self, images: Iterable[ImageSource], workers: int | None = None,
+                     errors: str = "raise") -> list[Prediction | DigitrecError]:
+        """Many images: preprocessing in parallel threads, one batched forward pass.
+
+        errors='raise' raises on the first bad image; errors='return' puts the exception in its slot.
+        """
+        images = list(images)
+        workers = workers or min(len(images), os.cpu_count() or 1) or 1
+
+        def prepare(source: ImageSource) -> Prepared | DigitrecError:
+            try:
+                return to_mnist(source)
+            except DigitrecError as exc:
+                if errors == "raise":
+                    raise
+                return exc
+
+        if workers > 1 and len(images) > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                prepared = list(pool.map(prepare, images))
+        else:
+            prepared = [prepare(s) for s in images]
+        good = [p for p in prepared if isinstance(p, Prepared)]
+        predictions = iter(self._predictions(good))
+        return [next(predictions) if isinstance(p, Prepared) else p for p in prepared]
+
+    def predict_array(self, images: np.ndarray) -> list[Prediction]:
+        """Already MNIST-normalised arrays [N, 28, 28] (uint8 0..255 or float 0..1), no preprocessing."""
+        images = np.asarray(images)
+        if images.ndim == 2:
+            images = images[None]
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise ImageError(f"expected MNIST-normalised arrays of shape [N, 28, 28], got {images.shape}")
+        floats = images.astype(np.float32) / 255 if images.dtype == np.uint8 else images.astype(np.float32)
+        return self._predictions([Prepared(img, bool(img.max() > 0), None) for img in floats])
+
+    def read_number(self, image: ImageSource) -> NumberReading:
+        """Several digits in a row (a year, a phone number, a meter): segment, then read each."""
+        crops = split_digits(image)
+        if not crops:
+            return NumberReading("", [])
+        preds = self._predictions([Prepared(c.image, True, c.box) for c in crops])
+        return NumberReading("".join(str(p.digit) for p in preds), preds)

@@ -1,0 +1,33 @@
+"""The weights shipped inside the package: present, small, documented, and scoring what their cards say."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from clirun import run_cli
+
+from digitrec import checkpoint
+
+
+def test_bundled_weights_are_small_and_documented():
+    folder = checkpoint.bundled_dir()
+    total = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    assert 0 < total <= 10 * 1024 * 1024
+    for card_path in folder.glob("*.json"):
+        card = checkpoint.read_card(card_path)
+        assert card.get("command"), card_path
+        assert card["data_sha256"]["t10k-images-idx3-ubyte.gz"].startswith("8d422c7b"), card_path
+        assert 0.99 < card["metrics"]["test_accuracy"] <= 1.0
+        assert "seed" in card or "member_seeds" in card
+
+
+@pytest.mark.parametrize("name, floor", [("best", 0.9965), ("ensemble", 0.9965)])
+def test_bundled_model_scores_what_its_card_says(name, floor):
+    proc = run_cli("evaluate", "--json", *(["--model", name] if name != "best" else []), timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    card = checkpoint.read_card(checkpoint.bundled_dir() / f"{name}.json")
+    assert result["accuracy"] == card["metrics"]["test_accuracy"]
+    assert result["loss"] == pytest.approx(card["metrics"]["test_loss"], rel=1e-3)
+    assert result["accuracy"] >= floor

@@ -1,0 +1,164 @@
+"""`digitrec predict` and the Recognizer API on user-like images made from MNIST *test* digits."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clirun import run_cli
+from PIL import Image
+
+from digitrec import NumberReading, Prediction, Recognizer
+from digitrec.data import load_dataset
+from digitrec.errors import ImageError
+from digitrec.synth import compose_number, encode, render_user_like, user_like_set
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    return load_dataset("mnist", "test")
+
+
+@pytest.fixture(scope="module")
+def rec():
+    return Recognizer.load(model="best")
+
+
+def test_default_recognizer_is_a_bundled_model():
+    default = Recognizer.load()
+    assert Path(default.name).parent.name == "weights"
+
+
+def test_user_like_accuracy(rec, test_set):
+    items = user_like_set(test_set.images, test_set.labels, 200, seed=7)
+    preds = rec.predict_many([data for data, _, _ in items])
+    accuracy = np.mean([p.digit == label for p, (_, label, _) in zip(preds, items, strict=True)])
+    assert accuracy >= 0.97, accuracy
+
+
+def test_every_input_type_gives_the_same_answer(rec, test_set):
+    rng = np.random.default_rng(0)
+    pixels = render_user_like(test_set.images[0], rng, "paper")  # a 7
+    png = encode(pixels, "PNG")
+    pil = Image.open(io.BytesIO(png))
+    answers = [rec.predict(x) for x in (pixels, png, pil)]
+    assert {a.digit for a in answers} == {int(test_set.labels[0])}
+    a = answers[0]
+    assert isinstance(a, Prediction) and a.image.shape == (28, 28) and a.image.dtype == np.float32
+    assert abs(float(a.probabilities.sum()) - 1) < 1e-4 and 0 < a.confidence <= 1 and not a.unsure
+    assert a.box is not None
+
+
+def test_mnist_arrays_pass_through(rec, test_set):
+    preds = rec.predict_array(test_set.images[:200])
+    assert np.mean([p.digit == y for p, y in zip(preds, test_set.labels[:200], strict=True)]) >= 0.99
+    via_preprocess = rec.predict_many(list(test_set.images[:200]))
+    agree = np.mean([a.digit == b.digit for a, b in zip(preds, via_preprocess, strict=True)])
+    assert agree >= 0.98
+
+
+def test_blank_and_noise_are_unsure(rec):
+    blank = rec.predict(np.full((300, 400), 255, np.uint8))
+    assert blank.digit is None and blank.unsure and blank.confidence == 0.0
+    noise = rec.predict(np.random.default_rng(0).integers(0, 256, (300, 300), dtype=np.uint8))
+    assert noise.unsure
+
+
+def test_read_number(rec, test_set):
+    rng = np.random.default_rng(3)
+    hits = 0
+    for _ in range(20):
+        image, text = compose_number(test_set.images, test_set.labels, rng, n_digits=5)
+        reading = rec.read_number(image)
+        assert isinstance(reading, NumberReading)
+        hits += reading.text == text
+    assert hits >= 17
+    blank = rec.read_number(np.zeros((50, 200), np.uint8))
+    assert blank.text == "" and blank.unsure
+
+
+def test_bad_images_raise_image_error(rec, tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ImageError, match="notes.txt"):
+        rec.predict(str(tmp_path / "notes.txt"))
+    with pytest.raises(ImageError):
+        rec.predict(b"")
+    with pytest.raises(ImageError):
+        rec.predict_array(np.zeros((5, 32, 32)))
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory, test_set):
+    folder = tmp_path_factory.mktemp("photos")
+    (folder / "sub").mkdir()
+    rng = np.random.default_rng(11)
+    labels = {}
+    for k in range(12):
+        i = int(rng.integers(len(test_set)))
+        pixels = render_user_like(test_set.images[i], rng, "paper+lighting")
+        name = folder / ("sub" if k % 3 == 0 else "") / f"digit{k}.{'jpg' if k % 2 else 'png'}"
+        name.write_bytes(encode(pixels, "JPEG" if k % 2 else "PNG", 90))
+        labels[str(name)] = int(test_set.labels[i])
+    (folder / "readme.md").write_text("ignored: not an image suffix")
+    return folder, labels
+
+
+def test_cli_predict_folder_json(image_folder):
+    folder, labels = image_folder
+    proc = run_cli("predict", str(folder), "--json", "--top-k", "3", "--model", "best")
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert {r["file"] for r in records} == set(labels)  # recursive, images only
+    for r in records:
+        assert {"file", "digit", "confidence", "probabilities", "unsure", "error"} <= set(r)
+        assert r["error"] is None and len(r["probabilities"]) == 10 and len(r["top_k"]) == 3
+    assert np.mean([r["digit"] == labels[r["file"]] for r in records]) >= 0.9
+
+
+def test_cli_bad_files_reported_and_rest_processed(image_folder, tmp_path):
+    folder, labels = image_folder
+    good = sorted(labels)[0]
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    jpeg = Path(sorted(f for f in labels if f.endswith(".jpg"))[0]).read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    bomb = io.BytesIO()
+    Image.new("1", (30000, 30000)).save(bomb, "PNG")
+    (tmp_path / "bomb.png").write_bytes(bomb.getvalue())
+    bad = ["empty.png", "text.jpg", "truncated.jpg", "bomb.png", "missing.png"]
+    proc = run_cli("predict", good, *[str(tmp_path / b) for b in bad], "--json", "--model", "best", timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    records = {Path(r["file"]).name: r for r in map(json.loads, proc.stdout.splitlines())}
+    assert records[Path(good).name]["error"] is None and records[Path(good).name]["digit"] == labels[good]
+    for name in bad:
+        assert records[name]["error"] and name in records[name]["error"] and records[name]["digit"] is None
+    human = run_cli("predict", good, str(tmp_path / "text.jpg"), "--model", "best")
+    assert human.returncode == 1
+    assert f"{good}: {labels[good]}" in human.stdout
+    errors = [line for line in human.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("digitrec: error: ") and "text.jpg" in errors[0]
+
+
+@pytest.mark.parametrize("args", [["predict"], ["predict", "x.png", "--top-k", "0"],
+                                  ["predict", "x.png", "--model", "nope"],
+                                  ["predict", "x.png", "--checkpoint", "a", "--model", "best"]])
+def test_cli_predict_usage_errors(args):
+    proc = run_cli(*args)
+    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_cli_predict_multi(tmp_path, test_set):
+    rng = np.random.default_rng(5)
+    image, text = compose_number(test_set.images, test_set.labels, rng, n_digits=6)
+    Image.fromarray(image).save(tmp_path / "number.png")
+    proc = run_cli("predict", str(tmp_path / "number.png"), "--multi", "--json", "--model", "best")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["text"] == text and len(record["digits"]) == 6
+    boxes = [d["box"] for d in record["digits"]]
+    assert all(len(b) == 4 for b in boxes) and [b[0] for b in boxes] == sorted(b[0] for b in boxes)

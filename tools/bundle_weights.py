@@ -1,0 +1,75 @@
+"""Copy trained checkpoints into the package as its bundled weights, and build the bundled ensemble.
+
+The members were trained by the project's own command (recorded in each card), e.g. on a GPU:
+    digitrec train --model best --seed S --val 1000 --tta --device cuda      for S = 0..7
+Usage:
+    python tools/bundle_weights.py --best runs/best-s0 --members runs/best-s1 ... [--fast runs/fast-s0]
+The first checkpoint (--best) is also ensemble member 0, so its weights ship once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from digitrec import checkpoint
+from digitrec.data import load_dataset
+from digitrec.ensemble import write_ensemble
+from digitrec.inference import predict_logits
+from digitrec.metrics import summarize
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "src" / "digitrec" / "weights"
+
+
+def copy_checkpoint(src: Path, name: str, command: str | None) -> Path:
+    card_path = checkpoint.resolve(src)
+    card = checkpoint.read_card(card_path)
+    shutil.copyfile(card_path.parent / card["weights"], WEIGHTS / f"{name}.safetensors")
+    card["weights"] = f"{name}.safetensors"
+    if command and not card.get("command"):
+        card["command"] = command
+    dest = WEIGHTS / f"{name}.json"
+    dest.write_text(json.dumps(card, indent=2) + "\n")
+    # Re-measure on the CPU inference path users get, so `digitrec evaluate` reproduces the card exactly
+    # (a GPU's convolution kernels can flip a borderline test image).
+    test = load_dataset(card["dataset"], "test")
+    metrics = summarize(predict_logits(checkpoint.load(dest).model, test.images, tta=card.get("tta", False)),
+                        test.labels, len(test.classes))
+    card["metrics_at_training"] = card["metrics"]
+    card["metrics"] = dict(test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
+                           per_class=metrics["per_class"], measured_on="cpu")
+    dest.write_text(json.dumps(card, indent=2) + "\n")
+    return dest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--best", required=True, type=Path)
+    parser.add_argument("--members", nargs="*", type=Path, default=[])
+    parser.add_argument("--fast", type=Path)
+    parser.add_argument("--command", default="digitrec train --model best --seed {seed} --val 1000 --tta "
+                                              "--device cuda")
+    args = parser.parse_args()
+
+    def command_for(path: Path) -> str:
+        seed = checkpoint.read_card(checkpoint.resolve(path))["seed"]
+        return args.command.format(seed=seed)
+
+    cards = [copy_checkpoint(args.best, "best", command_for(args.best))]
+    for k, member in enumerate(args.members, start=1):
+        cards.append(copy_checkpoint(member, f"ensemble-{k}", command_for(member)))
+    if args.fast:
+        copy_checkpoint(args.fast, "fast", None)
+    if args.members:
+        result = write_ensemble(cards, checkpoint.read_card(cards[0])["dataset"], tta=True,
+                                command="python tools/bundle_weights.py (averages the members' softmax)",
+                                out=WEIGHTS / "ensemble.json")
+        print(json.dumps(result))
+    for card in sorted(WEIGHTS.glob("*.json")):
+        print(card.name, checkpoint.read_card(card).get("metrics", {}).get("test_accuracy"))
+
+
+if __name__ == "__main__":
+    main()
