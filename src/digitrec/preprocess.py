@@ -1,0 +1,650 @@
+"""Any image of a handwritten digit -> the 28x28 MNIST-normalised array a model expects.
+
+MNIST digits are white ink on black, size-normalised to fit a 20x20 box (aspect kept, anti-aliased) and
+pasted into 28x28 with their centre of mass at the centre. Photos, scans and canvas drawings are none of
+that, which is why a model at 99% on MNIST fails on them; this module redoes MNIST's normalisation on real
+input: decode -> grey -> polarity -> flatten lighting -> threshold -> clean (specks, frames, ruled lines)
+-> pick the digit -> fix stroke weight -> fit 20x20 -> paste by centre of mass.
+
+Everything runs at a small working resolution (big JPEGs are DCT-scaled while decoding), so one phone
+photo takes a few milliseconds; `segment.py` reuses `ink_map` and `normalise` for multi-digit images.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.ndimage as ndi
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from digitrec.errors import ImageError
+
+__all__ = ["MAX_PIXELS", "ImageSource", "InkMap", "Prepared", "crop_soft", "ink_map", "load_image",
+           "main_cluster", "normalise", "source_box", "stroke_width", "to_mnist", "to_mnist_many"]
+
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
+
+MAX_PIXELS = 40_000_000  # refuse larger images before decoding: a decompression bomb must cost nothing
+_WORK_SIDE = 200  # long side of the working image is between half this and this
+_REFINE_SIDE = 256  # working side for the neighbourhood (2x the digit) of a small digit
+_REFINE_BELOW = 24  # a digit shorter than this (working px) is re-read from the full-resolution source
+_MIN_SIDE = 4
+
+# MNIST geometry and stroke weight, measured on the MNIST test set with `stroke_width`:
+# median 2.0 px, 5th percentile 1.4 px, 95th 3.1 px, all at a 20 px long side.
+_BOX, _SIZE, _CENTRE = 20, 28, 14.0
+_STROKE_TARGET, _STROKE_MIN = 2.0, 1.4
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+@dataclass
+class Prepared:
+    """One digit ready for a model. `box` is (x0, y0, x1, y1), end-exclusive, in the (EXIF-rotated)
+    source image's pixels; `has_ink` is False when nothing digit-like was found (then `image` is zeros)."""
+
+    image: np.ndarray  # float32 [28, 28] in [0, 1], white ink on black
+    has_ink: bool
+    box: tuple[int, int, int, int] | None
+
+
+@dataclass
+class InkMap:
+    """The cleaned ink of one image at working resolution, shared by `to_mnist` and `segment`.
+
+    `ink` is background-subtracted ink strength (paper ~0, ink > 0) whatever the input polarity;
+    `labels` numbers the cleaned components (specks, frames and ruled lines already removed);
+    `level` is the ink strength that counts as full black; `floor` the paper-noise level;
+    `scale` maps working pixels to source pixels (x, y); `has_ink` is the contrast verdict."""
+
+    ink: np.ndarray
+    labels: np.ndarray
+    count: int
+    boxes: np.ndarray  # int [count + 1, 4] as (x0, y0, x1, y1) per label; row 0 unused
+    mass: np.ndarray  # float [count + 1] smoothed ink per label; 0 for dropped labels
+    lines: np.ndarray  # bool mask of removed ruled-line pixels
+    level: float
+    floor: float
+    scale: tuple[float, float]
+    has_ink: bool
+
+    def soft(self, keep: np.ndarray, window: tuple[slice, slice]) -> np.ndarray:
+        """Grey ink in [0, 1] of the labels in `keep` inside `window`, including their anti-aliased fringe
+        (which lies below the threshold) but not specks or other digits further away."""
+        lab = self.labels[window]
+        lut = np.zeros(self.count + 1, dtype=bool)
+        lut[keep] = True
+        mine = lut[lab]
+        region = ndi.binary_dilation(mine, _EIGHT, iterations=2) & (mine | (lab == 0))
+        if self.lines.any():
+            region &= ~ndi.binary_dilation(self.lines[window], _EIGHT)
+        span = max(self.level - self.floor, 1e-6)
+        soft = np.clip((self.ink[window] - self.floor) / span, 0.0, 1.0)
+        soft[~region] = 0.0
+        return soft.astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+def _name(source: object) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else "<image>"
+
+
+def _open(source: str | os.PathLike | bytes | bytearray | memoryview) -> Image.Image:
+    """Open lazily (header only) and refuse oversized images before any pixel is decoded."""
+    name = _name(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if not len(source):
+            raise ImageError(f"{name}: empty image data")
+        fp: object = io.BytesIO(bytes(source))
+    else:
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
+        if path.is_dir():
+            raise ImageError(f"{name}: is a directory, not an image")
+        if size == 0:
+            raise ImageError(f"{name}: empty file")
+        fp = path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(fp)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: image too large (over {MAX_PIXELS // 1_000_000} megapixels)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image, or a format Pillow cannot read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{name}: cannot decode ({e})") from None
+    _check_size(im.width, im.height, name)
+    return im
+
+
+def _check_size(width: int, height: int, name: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{name}: image too large ({width}x{height}, limit {MAX_PIXELS // 1_000_000} "
+                         "megapixels)")
+    if min(width, height) < _MIN_SIDE:
+        raise ImageError(f"{name}: image too small ({width}x{height})")
+
+
+def _orientation(im: Image.Image) -> int:
+    """EXIF orientation (1-8; 1 = upright): phone photos are stored sideways and tagged."""
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block must not make a readable image unreadable
+        return 1
+
+
+def _pil_channels(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixels as float32 in [0, 1]: [H, W] or [H, W, 3], and alpha [H, W] when the image has one."""
+    mode = im.mode
+    if mode.startswith("I;16"):
+        return np.asarray(im, dtype=np.float32) / 65535.0, None
+    if mode in ("I", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        top = float(arr.max(initial=0.0))
+        scale = 1.0 if mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
+        return np.clip(arr / scale, 0.0, 1.0), None
+    transparent = "transparency" in im.info
+    if mode in ("LA", "La", "PA") or (mode == "L" and transparent):
+        arr = np.asarray(im.convert("LA"), dtype=np.float32) / 255.0
+        return arr[..., 0], arr[..., 1]
+    if mode in ("RGBA", "RGBa") or (mode in ("P", "RGB") and transparent):
+        arr = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+        return arr[..., :3], arr[..., 3]
+    if mode not in ("L", "RGB"):
+        im = im.convert("L" if mode == "1" else "RGB")
+    return np.asarray(im, dtype=np.float32) / 255.0, None
+
+
+def _array_channels(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A caller's numpy image (HxW, HxWx1..4; uint8, uint16, bool or float) as `_pil_channels` returns."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)):
+        raise ImageError(f"<array>: expected HxW or HxWx(1-4) pixels, got shape {arr.shape}")
+    _check_size(arr.shape[1], arr.shape[0], "<array>")
+    if arr.dtype == np.bool_:
+        data = arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.integer):
+        top = 255.0 if arr.dtype == np.uint8 or arr.max() <= 255 else 65535.0
+        data = arr.astype(np.float32) / top
+    elif np.issubdtype(arr.dtype, np.floating):
+        data = arr.astype(np.float32)
+        if not np.isfinite(data).all():
+            raise ImageError("<array>: pixels contain NaN or infinity")
+        top = float(data.max(initial=0.0))
+        data = data / (1.0 if top <= 1.0 else 255.0 if top <= 255.0 else top)
+    else:
+        raise ImageError(f"<array>: unsupported pixel type {arr.dtype}")
+    data = np.clip(data, 0.0, 1.0)
+    if data.ndim == 2:
+        return data, None
+    if data.shape[2] == 2:
+        return data[..., 0], data[..., 1]
+    if data.shape[2] == 4:
+        return data[..., :3], data[..., 3]
+    return data, None
+
+
+def _block_mean(arr: np.ndarray, factor: int) -> np.ndarray:
+    """Shrink by an integer factor, averaging (anti-aliased, for the formats Image.reduce lacks)."""
+    h, w = arr.shape[0] // factor * factor, arr.shape[1] // factor * factor
+    shape = (h // factor, factor, w // factor, factor) + arr.shape[2:]
+    return arr[:h, :w].reshape(shape).mean(axis=(1, 3))
+
+
+def _grey(pixels: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """One grey channel, 1 = white. A mostly transparent image is a canvas export whose drawing is its
+    alpha (the RGB under it is often black), so alpha becomes dark ink on white; otherwise transparency is
+    composited over white. In colour the channel with the most contrast wins, so blue ink on yellow paper
+    keeps its contrast where luminance would lose it."""
+    if alpha is not None:
+        if np.count_nonzero(alpha < 0.5) > alpha.size // 2:
+            return (1.0 - alpha).astype(np.float32)
+        if pixels.ndim == 3:
+            alpha = alpha[..., None]
+        pixels = pixels * alpha + (1.0 - alpha)
+    if pixels.ndim == 2:
+        return pixels.astype(np.float32, copy=False)
+    step = max(1, int(math.sqrt(pixels.shape[0] * pixels.shape[1] / 5000)))
+    sample = pixels[::step, ::step].reshape(-1, 3)
+    sample = np.sort(np.concatenate([sample, sample.mean(axis=1, keepdims=True)], axis=1), axis=0)
+    spread = sample[len(sample) - 1 - len(sample) // 100] - sample[len(sample) // 100]  # 1% to 99%
+    if spread[3] >= 0.85 * spread[:3].max():
+        return pixels.mean(axis=2, dtype=np.float32)
+    return np.ascontiguousarray(pixels[..., int(spread[:3].argmax())], dtype=np.float32)
+
+
+def _pil_pixels(im: Image.Image, name: str, ours: bool, max_side: int | None,
+                region: tuple[int, int, int, int] | None,
+                ) -> tuple[tuple[np.ndarray, np.ndarray | None], tuple[int, int]]:
+    """`_decode` for a PIL image: channels of the (oriented, cropped, reduced) pixels, and the oriented
+    full size. Only an image we opened ourselves may be DCT-scaled: a caller's image is left untouched."""
+    _check_size(im.width, im.height, name)
+    turn = _orientation(im)
+    full_w, full_h = (im.height, im.width) if turn in (5, 6, 7, 8) else im.size
+    try:
+        if ours and max_side and im.format == "JPEG" and im.mode in ("L", "RGB"):
+            span = max(full_w, full_h) if region is None else max(region[2] - region[0], region[3] - region[1])
+            ratio = min(1.0, max_side / 2 / span)
+            im.draft(im.mode, (max(1, math.ceil(im.width * ratio)), max(1, math.ceil(im.height * ratio))))
+        im.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{name}: truncated or corrupt image ({e})") from None
+    if turn != 1:
+        im = ImageOps.exif_transpose(im)
+    if region is not None:
+        fx, fy = im.width / full_w, im.height / full_h
+        x0, y0, x1, y1 = region
+        im = im.crop((int(x0 * fx), int(y0 * fy), math.ceil(x1 * fx), math.ceil(y1 * fy)))
+    if max_side and max(im.size) > max_side and im.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        im = im.reduce(math.ceil(max(im.size) / max_side))
+    return _pil_channels(im), (full_w, full_h)
+
+
+def _decode(source: ImageSource, max_side: int | None, region: tuple[int, int, int, int] | None = None,
+            ) -> tuple[np.ndarray, float, float]:
+    """Grey float32 image of `region` (source pixels; default all) whose long side is at most `max_side`
+    (None: full size), and the x/y factors from its pixels to source pixels. A JPEG we open ourselves is
+    DCT-scaled while decoding (Image.draft), which makes a phone photo ~10x cheaper to read."""
+    if isinstance(source, np.ndarray):
+        pixels, alpha = _array_channels(source)
+        full_h, full_w = pixels.shape[:2]
+        if region is not None:
+            x0, y0, x1, y1 = region
+            pixels = pixels[y0:y1, x0:x1]
+            alpha = None if alpha is None else alpha[y0:y1, x0:x1]
+    elif isinstance(source, Image.Image):
+        (pixels, alpha), (full_w, full_h) = _pil_pixels(source, "<image>", False, max_side, region)
+    else:
+        with _open(source) as im:  # closes multi-frame files (GIF, TIFF) that load() leaves open
+            (pixels, alpha), (full_w, full_h) = _pil_pixels(im, _name(source), True, max_side, region)
+    if max_side and max(pixels.shape[:2]) > max_side:
+        factor = math.ceil(max(pixels.shape[:2]) / max_side)
+        pixels = _block_mean(pixels, factor)
+        alpha = None if alpha is None else _block_mean(alpha, factor)
+    grey = _grey(pixels, alpha)
+    span_w, span_h = (full_w, full_h) if region is None else (region[2] - region[0], region[3] - region[1])
+    return grey, span_w / grey.shape[1], span_h / grey.shape[0]
+
+
+def load_image(source: ImageSource) -> np.ndarray:
+    """Decode `source` (path, bytes, PIL image or numpy array) into a float32 grey image in [0, 1]
+    (1 = white) at full resolution: EXIF orientation applied, transparency resolved (a mostly transparent
+    canvas export becomes dark ink on white), colour reduced to its highest-contrast channel.
+    Raises ImageError for anything that is not a usable image."""
+    return _decode(source, None)[0]
+
+
+# ------------------------------------------------------------------------------------------------- ink
+
+
+def _otsu(values: np.ndarray, top: float) -> float:
+    """Otsu's threshold of `values` on [0, top]; vectorised over a 256-bin histogram."""
+    bins = 256
+    idx = np.clip((values * (bins / top)).astype(np.int32), 0, bins - 1)
+    hist = np.bincount(idx.ravel(), minlength=bins).astype(np.float64)
+    centres = (np.arange(bins) + 0.5) * (top / bins)
+    w0 = np.cumsum(hist)
+    m0 = np.cumsum(hist * centres)
+    total, mean_all = w0[-1], m0[-1]
+    w1 = total - w0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mean_all * w0 / total - m0) ** 2 / (w0 * w1)
+    between[~np.isfinite(between)] = 0.0
+    return float(centres[int(between.argmax())] + top / bins / 2)
+
+
+def _block_medians(img: np.ndarray) -> tuple[np.ndarray, int]:
+    """Medians of ~256 square blocks (at least 2 px a side), and the block side. A block's median is the
+    paper's level unless ink fills most of it."""
+    h, w = img.shape
+    b = min(max(2, round(math.sqrt(h * w / 256))), h, w)
+    gh, gw = h // b, w // b
+    tiles = img[:gh * b, :gw * b].reshape(gh, b, gw, b).transpose(0, 2, 1, 3).reshape(gh, gw, b * b)
+    return np.sort(tiles, axis=2)[:, :, b * b // 2], b  # a sort: np.median crawls on flat paper's ties
+
+
+def _fit_surface(values: np.ndarray) -> np.ndarray:
+    """Robust polynomial surface (up to cubic) through a grid of block values, as a 4x4 matrix C with
+    value(x, y) = sum C[j, i] x^i y^j over coordinates in [-1, 1]. Outlying blocks (ink, frames) are
+    dropped iteratively, starting from the brighter half of the blocks and again from the darker half
+    (ink of a bold digit can fill a third of them); the start that ends with more blocks on the surface
+    found the paper. The first fits are planes, which cannot bend into a blob of ink, so the blob is gone
+    before the higher degrees that follow vignetting."""
+    terms, design = _design(*values.shape)
+    vals = values.ravel().astype(np.float64)
+    order = np.argsort(vals, kind="stable")
+    fits = []
+    for start in (order[len(vals) // 2:], order[:len(vals) - len(vals) // 2]):  # brighter, darker half
+        keep = np.zeros(len(vals), dtype=bool)
+        keep[start] = True
+        coef = np.zeros(len(terms))
+        for degree in (1, 1, 2, 3):
+            n = min((degree + 1) * (degree + 2) // 2, len(terms))
+            if keep.sum() < 2 * n:
+                break
+            a = design[keep, :n]
+            coef = np.zeros(len(terms))
+            coef[:n] = np.linalg.solve(a.T @ a + 1e-9 * np.eye(n), a.T @ vals[keep])
+            resid = np.abs(vals - design @ coef)
+            keep = resid < 2.5 * 1.4826 * _quantiles(resid[keep], (0.5,))[0] + 0.005
+        resid = np.abs(vals - design @ coef)
+        fits.append((coef, resid, _quantiles(resid[keep], (0.5,))[0] if keep.any() else np.inf))
+    # paper covers more of the page than ink does: the fit with more blocks on it (same tolerance) wins
+    limit = 2.5 * 1.4826 * min(spread for _, _, spread in fits) + 0.005
+    coef = max(fits, key=lambda fit: np.count_nonzero(fit[1] < limit))[0]
+    matrix = np.zeros((4, 4))
+    for (i, j), c in zip(terms, coef, strict=True):
+        matrix[j, i] = c
+    return matrix
+
+
+@functools.lru_cache(maxsize=64)
+def _design(gh: int, gw: int) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Monomials x^i y^j (ordered by total degree, up to what the grid supports) at the block centres."""
+    top = 3 if min(gh, gw) >= 8 else 2 if min(gh, gw) >= 5 else 1 if min(gh, gw) >= 2 else 0
+    terms = [(i, j) for d in range(top + 1) for j in range(d + 1) for i in (d - j,)]
+    xs = np.vander((np.arange(gw) + 0.5) / gw * 2 - 1, 4, increasing=True)
+    ys = np.vander((np.arange(gh) + 0.5) / gh * 2 - 1, 4, increasing=True)
+    design = np.stack([np.outer(ys[:, j], xs[:, i]).ravel() for i, j in terms], axis=1)
+    design.flags.writeable = False
+    return terms, design
+
+
+def _surface(matrix: np.ndarray, shape: tuple[int, int], cover: tuple[int, int], step: int = 1) -> np.ndarray:
+    """Evaluate a `_fit_surface` matrix on every `step`-th pixel of an image of `shape` whose top-left
+    `cover` pixels the fitted grid spanned."""
+    xs = np.vander((np.arange(0, shape[1], step) + 0.5) / cover[1] * 2 - 1, 4, increasing=True)
+    ys = np.vander((np.arange(0, shape[0], step) + 0.5) / cover[0] * 2 - 1, 4, increasing=True)
+    return (ys @ matrix @ xs.T).astype(np.float32)
+
+
+def _paper(grey: np.ndarray, step: int) -> tuple[np.ndarray, int]:
+    """The paper's level under uneven lighting, and the ink's side of it (-1 darker, +1 lighter).
+
+    The level is a robust smooth surface through block medians: a block's median is paper unless ink
+    fills it, and such blocks are outliers the fit drops. Ink is the heavier tail of the residual beyond
+    4 sigma of paper noise, not counting dark photo borders, which would outweigh thin strokes. This
+    works for strokes covering well under 1% of the image, where percentiles would see only unevenly lit
+    paper."""
+    medians, b = _block_medians(grey)
+    cover = (medians.shape[0] * b, medians.shape[1] * b)
+    level = _surface(_fit_surface(medians), grey.shape, cover)
+    resid = grey[::step, ::step] - level[::step, ::step]
+    limit = 4.0 * _centre_spread(resid)[1] + 1e-3
+    tails = []
+    for side in (resid < -limit, resid > limit):
+        frame = _frames(side)
+        if frame is not None:
+            side &= ~frame
+        tails.append(float(np.abs(resid[side]).sum()))
+    return level, -1 if tails[0] > tails[1] else 1
+
+
+def _long_lines(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ruled lines: thin (a few px) structures running across 85% of the image, tilt and the
+    gaps where strokes cross them tolerated. Digit strokes are thick relative to the digit, and a thin one
+    that long would need a digit filling the frame; small images (no notebook photo) are left alone."""
+    found = np.zeros_like(mask)
+    if max(mask.shape) < 64:
+        return found
+    for axis in (0, 1):  # the axis a line runs along: 0 vertical, 1 horizontal
+        across, along = mask.shape[1 - axis], mask.shape[axis]
+        # Cheap test first: a line, tilted up to ~5 degrees, fills 85% of some 24-px band across.
+        bands = mask[:across // 8 * 8].reshape(-1, 8, along) if axis == 1 else \
+            mask[:, :across // 8 * 8].T.reshape(-1, 8, along)
+        pooled = bands.any(axis=1)
+        pooled = pooled[:-2] | pooled[1:-1] | pooled[2:]
+        if pooled.size == 0 or pooled.sum(axis=1).max() < 0.85 * along:
+            continue
+        size = 2 * max(1, round(0.015 * across)) + 1  # thicker than this is not a ruled line
+        thick = ndi.uniform_filter1d(mask.astype(np.float32), size, axis=1 - axis, mode="constant") > 0.999
+        thin = mask & ~ndi.maximum_filter1d(thick, size, axis=1 - axis, mode="constant")
+        bridged = ndi.maximum_filter1d(thin, max(3, along // 20), axis=axis)
+        labels, count = ndi.label(bridged, _EIGHT)
+        lines = [i for i, sl in enumerate(ndi.find_objects(labels), start=1)
+                 if sl[axis].stop - sl[axis].start >= 0.85 * along
+                 and sl[1 - axis].stop - sl[1 - axis].start <= 0.12 * along]
+        if lines:
+            found |= thin & np.isin(labels, lines)
+    return found
+
+
+def _frames(mask: np.ndarray) -> np.ndarray | None:
+    """Dark photo borders (table, shadow, scanner lid), or None: ink covering over half of an image side
+    is a frame. Only the band itself is returned, its depth a running median of the per-line run from the
+    edge, so a digit touching the frame survives."""
+    band = np.zeros_like(mask)
+    found = False
+    for view, out in ((mask, band), (mask[::-1], band[::-1]), (mask.T, band.T), (mask.T[::-1], band.T[::-1])):
+        if np.count_nonzero(view[0]) <= view.shape[1] // 2:  # view[0]: the top, bottom, left, right edge
+            continue
+        depth = np.where(view.all(axis=0), view.shape[0], np.argmin(view, axis=0))
+        # the frame's own edge is blurred and uneven: clear a margin of 3% of the image beyond it
+        depth = ndi.median_filter(depth, size=max(3, view.shape[1] // 4) | 1, mode="nearest") + 2 + max(
+            mask.shape) // 33
+        out |= np.arange(view.shape[0])[:, None] < depth[None, :]
+        found = True
+    return band if found else None
+
+
+def _quantiles(values: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+    """Quantiles of a few thousand values by a full sort: np.partition slows down tenfold on the many
+    equal values of flat paper, and np.percentile adds overhead on arrays this small."""
+    flat = np.sort(values, axis=None)
+    return flat[[min(flat.size - 1, int(q * flat.size)) for q in qs]]
+
+
+def _centre_spread(sample: np.ndarray) -> tuple[float, float]:
+    """Median and robust standard deviation (median absolute deviation): paper's level and noise, blind
+    to ink as long as it covers under half of the sample."""
+    centre = float(_quantiles(sample, (0.5,))[0])
+    return centre, 1.4826 * float(_quantiles(np.abs(sample - centre), (0.5,))[0])
+
+
+def _ink_from_grey(grey: np.ndarray, scale: tuple[float, float]) -> InkMap:
+    """Polarity, lighting, threshold and clean-up of a working-resolution grey image."""
+    step = max(1, int(math.sqrt(grey.size / 3000)))  # statistics from a ~3000-pixel grid sample
+    paper, sign = _paper(grey, step)
+    # Light multiplies paper and ink alike: contrast relative to the local paper is the same in shadow.
+    ink = (grey - paper) * (sign / np.maximum(paper, 0.15))
+    centre, spread = _centre_spread(ink[::step, ::step])
+    ink -= centre
+    floor = 2.0 * spread
+    smooth = ndi.uniform_filter(ink, 3)
+    noise = _centre_spread(smooth[::step, ::step])[1]
+    top = float(smooth.max())
+    threshold = max(_otsu(np.clip(smooth, 0.0, None), top) if top > 0 else 1.0, 4.0 * noise, 0.03)
+    mask = smooth > threshold
+    frame = _frames(mask)
+    if frame is not None:  # the frame set that threshold; the ink on the page may be much fainter
+        page = np.clip(smooth[~frame], 0.0, None)
+        top = float(page.max(initial=0.0))
+        threshold = max(_otsu(page, top) if top > 0 else 1.0, 4.0 * noise, 0.03)
+        mask = (smooth > threshold) & ~frame
+    lines = _long_lines(mask)
+    mask &= ~lines
+    labels, count = ndi.label(mask, _EIGHT)
+    boxes = np.zeros((count + 1, 4), dtype=np.int64)
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        boxes[i] = sl[1].start, sl[0].start, sl[1].stop, sl[0].stop
+    flat = labels.ravel()
+    area = np.bincount(flat, minlength=count + 1)
+    mass = np.bincount(flat, weights=smooth.ravel(), minlength=count + 1)
+    mass[0] = 0.0
+    mass[area < max(3, 1e-4 * grey.size)] = 0.0  # specks
+    inked = (mass > 0)[labels]
+    level = broad = 0.0
+    if inked.any():
+        every = max(1, int(np.count_nonzero(inked)) // 3000)
+        level = float(_quantiles(ink[inked][::every], (0.9,))[0])
+        broad = float(_quantiles(smooth[inked][::every], (0.9,))[0])
+    # Ink stands well above paper noise: thin clean strokes at 6 sigma of the pixels, or thick noisy ones
+    # at 8 sigma of the smoothed map (where pure noise peaks at ~5).
+    has_ink = level > 0.05 and (level > 3.0 * floor or broad > 8.0 * noise)
+    return InkMap(ink, labels, count, boxes, mass, lines, max(level, floor + 1e-3), floor, scale, has_ink)
+
+
+def ink_map(source: ImageSource, region: tuple[int, int, int, int] | None = None,
+            max_side: int | None = None) -> InkMap:
+    """Decode `source` (optionally only `region`, in source pixels) and find its cleaned ink."""
+    grey, sx, sy = _decode(source, max_side or _WORK_SIDE, region)
+    return _ink_from_grey(grey, (sx, sy))
+
+
+def main_cluster(ink: InkMap) -> np.ndarray:
+    """Labels of the digit: the component with most ink plus the nearby parts a pen leaves detached
+    (bar of a 5, top of a 7, a broken stroke); far-away specks and scribbles stay out."""
+    live = np.flatnonzero(ink.mass > 0)
+    main = int(live[ink.mass[live].argmax()])
+    keep = np.zeros(ink.count + 1, dtype=bool)
+    keep[main] = True
+    boxes = ink.boxes
+    for _ in range(4):
+        kb = boxes[keep]
+        x0, y0, x1, y1 = kb[:, 0].min(), kb[:, 1].min(), kb[:, 2].max(), kb[:, 3].max()
+        margin = 0.2 * max(x1 - x0, y1 - y0) + 2
+        near = ((boxes[:, 0] < x1 + margin) & (boxes[:, 2] > x0 - margin)
+                & (boxes[:, 1] < y1 + margin) & (boxes[:, 3] > y0 - margin))
+        add = near & ~keep & (ink.mass > 0.02 * ink.mass[main])
+        if not add.any():
+            break
+        keep |= add
+    return np.flatnonzero(keep)
+
+
+# ------------------------------------------------------------------------------------------ normalising
+
+
+def stroke_width(soft: np.ndarray) -> float:
+    """Mean stroke width in pixels: ink area over half its outline length (total variation)."""
+    outline = np.abs(np.diff(soft, axis=0)).sum() + np.abs(np.diff(soft, axis=1)).sum()
+    return float(2.0 * soft.sum() / outline) if outline > 0 else 0.0
+
+
+def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-averaging (anti-aliased) when shrinking, bilinear when growing: MNIST's soft stroke edges."""
+    if img.shape == (height, width):
+        return img
+    method = Image.BOX if width <= img.shape[1] else Image.BILINEAR
+    return np.asarray(Image.fromarray(img, "F").resize((width, height), method), dtype=np.float32)
+
+
+def normalise(soft: np.ndarray) -> np.ndarray:
+    """MNIST's normalisation of one tightly cropped grey digit (ink 1, paper 0): stroke weight brought into
+    MNIST's range, fitted into 20x20 keeping aspect with anti-aliasing, pasted in 28x28 with its centre of
+    mass at pixel (14, 14)."""
+    out = np.zeros((_SIZE, _SIZE), dtype=np.float32)
+    if not soft.any():
+        return out
+    h, w = soft.shape
+    long = max(h, w)
+    stroke = stroke_width(soft) * _BOX / long  # as it would come out
+    if stroke < _STROKE_MIN:  # a thin pen on a big image: thicken to MNIST's weight (thick ones are MNIST too)
+        if long < 4 * _BOX:  # too coarse to widen a stroke by a fraction of a pixel: upsample first
+            k = math.ceil(4 * _BOX / long)
+            h, w, long = h * k, w * k, long * k
+            soft = _resize(soft, w, h)
+        size = int(round((_STROKE_TARGET - stroke) * long / _BOX)) + 1
+        soft = ndi.maximum_filter(np.pad(soft, size), size)
+        rows, cols = np.flatnonzero(soft.any(axis=1)), np.flatnonzero(soft.any(axis=0))
+        soft = soft[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        h, w = soft.shape
+        long = max(h, w)
+    nh, nw = max(1, round(h * _BOX / long)), max(1, round(w * _BOX / long))
+    patch = np.clip(_resize(np.ascontiguousarray(soft, dtype=np.float32), nw, nh), 0.0, 1.0)
+    total = patch.sum()
+    if total <= 0:
+        return out
+    cy = float((patch.sum(axis=1) * np.arange(nh)).sum() / total)
+    cx = float((patch.sum(axis=0) * np.arange(nw)).sum() / total)
+    oy, ox = int(math.floor(_CENTRE - cy + 0.5)), int(math.floor(_CENTRE - cx + 0.5))
+    y0, x0 = max(oy, 0), max(ox, 0)
+    y1, x1 = min(oy + nh, _SIZE), min(ox + nw, _SIZE)
+    out[y0:y1, x0:x1] = patch[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+    return out
+
+
+def crop_soft(ink: InkMap, keep: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Tight grey crop of the labels in `keep` and its box in working pixels."""
+    kb = ink.boxes[keep]
+    h, w = ink.labels.shape
+    x0, y0 = max(int(kb[:, 0].min()) - 3, 0), max(int(kb[:, 1].min()) - 3, 0)
+    x1, y1 = min(int(kb[:, 2].max()) + 3, w), min(int(kb[:, 3].max()) + 3, h)
+    soft = ink.soft(keep, (slice(y0, y1), slice(x0, x1)))
+    rows, cols = np.flatnonzero(soft.any(axis=1)), np.flatnonzero(soft.any(axis=0))
+    if rows.size == 0:
+        return soft[:0, :0], (x0, y0, x0, y0)
+    soft = soft[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return soft, (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1)
+
+
+def source_box(ink: InkMap, box: tuple[int, int, int, int], origin: tuple[int, int] = (0, 0),
+               ) -> tuple[int, int, int, int]:
+    """A working-pixel box in source pixels."""
+    sx, sy = ink.scale
+    return (origin[0] + int(box[0] * sx), origin[1] + int(box[1] * sy),
+            origin[0] + math.ceil(box[2] * sx), origin[1] + math.ceil(box[3] * sy))
+
+
+def _blank() -> Prepared:
+    return Prepared(np.zeros((_SIZE, _SIZE), dtype=np.float32), False, None)
+
+
+def to_mnist(source: ImageSource) -> Prepared:
+    """One image of one handwritten digit -> MNIST-normalised 28x28. Raises ImageError on bad input."""
+    ink = ink_map(source)
+    if not ink.has_ink and max(ink.scale) >= 2.5:
+        # faint or hair-thin strokes can vanish at the working resolution: look once more, closer
+        ink = ink_map(source, max_side=3 * _WORK_SIDE)
+    if not ink.has_ink:
+        return _blank()
+    keep = main_cluster(ink)
+    soft, box = crop_soft(ink, keep)
+    if soft.size == 0:
+        return _blank()
+    src = source_box(ink, box)
+    if max(box[2] - box[0], box[3] - box[1]) < _REFINE_BELOW and max(ink.scale) > 1.5:
+        # A small digit in a big image: read its neighbourhood again at a resolution that does it justice.
+        refined = _refine(source, src, ink)
+        if refined is not None:
+            return refined
+    return Prepared(normalise(soft), True, src)
+
+
+def _refine(source: ImageSource, src: tuple[int, int, int, int], coarse: InkMap) -> Prepared | None:
+    """`to_mnist` on the neighbourhood of a digit found small (`src`, source pixels) at a resolution where
+    it is ~100 px tall; None if nothing is found there."""
+    x0, y0, x1, y1 = src
+    margin = 0.5 * max(x1 - x0, y1 - y0)
+    full_w = round(coarse.labels.shape[1] * coarse.scale[0])
+    full_h = round(coarse.labels.shape[0] * coarse.scale[1])
+    region = (max(0, int(x0 - margin)), max(0, int(y0 - margin)),
+              min(full_w, math.ceil(x1 + margin)), min(full_h, math.ceil(y1 + margin)))
+    ink = ink_map(source, region, max_side=_REFINE_SIDE)
+    if not ink.has_ink:
+        return None
+    soft, box = crop_soft(ink, main_cluster(ink))
+    if soft.size == 0:
+        return None
+    return Prepared(normalise(soft), True, source_box(ink, box, region[:2]))
+
+
+def to_mnist_many(sources: list[ImageSource]) -> list[Prepared]:
+    """`to_mnist` over many images; each is independent, a bad one raises ImageError naming it."""
+    return [to_mnist(s) for s in sources]

@@ -1,0 +1,236 @@
+"""User-like renderings of MNIST digits: what people actually upload, made reproducibly from test digits.
+
+A model (and `preprocess`) is judged on these instead of on MNIST itself: dark ink on light or coloured
+paper, big and off-centre, rotated, thick or hair-thin strokes, uneven light, noise, blur, JPEG, ruled
+paper, a dark photo edge, chalk on a board, transparent canvas exports. A style is a '+'-joined string,
+a base look then effects, e.g. "paper+rotate+lighting+jpeg"; everything is drawn from the caller's rng.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import scipy.ndimage as ndi
+from PIL import Image
+
+__all__ = ["BASES", "EFFECTS", "compose_number", "random_style", "render_user_like", "user_like_set"]
+
+BASES = ("paper", "colour", "chalk", "canvas")
+EFFECTS = ("rotate", "thick", "thin", "hairline", "lighting", "noise", "blur", "jpeg", "ruled", "frame")
+_STROKES = ("thick", "thin", "hairline")  # at most one of these
+_DIGITAL = ("rotate", "thick", "thin")  # the only effects a canvas export can have
+
+_INKS = np.array([[0.05, 0.05, 0.08], [0.1, 0.15, 0.6], [0.1, 0.2, 0.75], [0.7, 0.1, 0.1],
+                  [0.1, 0.45, 0.15], [0.35, 0.1, 0.45], [0.25, 0.25, 0.25]], dtype=np.float32)
+
+
+def random_style(rng: np.random.Generator) -> str:
+    """A plausible mix: one base look plus independent effects (one stroke change at most)."""
+    base = str(rng.choice(BASES, p=[0.45, 0.2, 0.15, 0.2]))
+    odds = {"rotate": 0.7, "lighting": 0.5, "noise": 0.5, "blur": 0.4, "jpeg": 0.4, "ruled": 0.15,
+            "frame": 0.1}
+    effects = [e for e, p in odds.items() if rng.random() < p]
+    stroke = rng.random()
+    if stroke < 0.15:
+        effects.append("thick")
+    elif stroke < 0.3:
+        effects.append("thin")
+    elif stroke < 0.4:
+        effects.append("hairline")
+    if base == "canvas":
+        effects = [e for e in effects if e in _DIGITAL]
+    return "+".join([base, *sorted(effects)])
+
+
+def _parse(style: str) -> tuple[str, set[str]]:
+    base, *effects = style.split("+")
+    unknown = {base} - set(BASES) | set(effects) - set(EFFECTS)
+    if unknown:
+        raise ValueError(f"unknown style part(s) {sorted(unknown)}; bases {BASES}, effects {EFFECTS}")
+    return base, set(effects)
+
+
+def _ink_layer(digit: np.ndarray, scale: float, angle: float, stroke: str, rng: np.random.Generator,
+               ) -> np.ndarray:
+    """The digit's 28x28 field drawn at `scale` px per MNIST px, rotated, as a pen would: sharp-edged
+    strokes whose weight follows `stroke`."""
+    side = max(8, round(28 * scale))
+    a = math.radians(angle)
+    c, s = math.cos(a) / scale, math.sin(a) / scale
+    centre = side / 2
+    # output (x, y) -> input: rotate about the centre, then shrink into the 28x28 field
+    matrix = (c, s, 14 - c * centre - s * centre, -s, c, 14 + s * centre - c * centre)
+    field = Image.fromarray(digit.astype(np.float32) / 255.0, "F")
+    up = np.asarray(field.transform((side, side), Image.AFFINE, matrix, Image.BICUBIC), dtype=np.float32)
+    if stroke == "hairline":  # a fine pen on a big digit: the stroke's centre line, 0.6-2% of its height
+        inside = up > 0.45
+        depth = ndi.distance_transform_edt(inside)
+        ridge = inside & (depth >= ndi.maximum_filter(depth, 3) - 0.5)
+        width = max(1.0, rng.uniform(0.12, 0.4) * scale)
+        return np.clip(width / 2 + 0.5 - ndi.distance_transform_edt(~ridge), 0.0, 1.0).astype(np.float32)
+    level = {"thick": 0.2, "thin": 0.72}.get(stroke, 0.45)
+    return np.clip((up - level) / 0.12 + 0.5, 0.0, 1.0)
+
+
+def _place(layer: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Paste the ink layer somewhere on an empty page, off-centre, with a margin of 4% of the page."""
+    page = np.zeros((height, width), dtype=np.float32)
+    rows, cols = np.flatnonzero(layer.any(axis=1)), np.flatnonzero(layer.any(axis=0))
+    ink = layer[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1][:height, :width]
+    my, mx = min(int(0.04 * height), (height - ink.shape[0]) // 2), min(int(0.04 * width), (width - ink.shape[1]) // 2)
+    y = int(rng.integers(my, height - ink.shape[0] - my + 1))
+    x = int(rng.integers(mx, width - ink.shape[1] - mx + 1))
+    page[y:y + ink.shape[0], x:x + ink.shape[1]] = ink
+    return page
+
+
+def _lighting(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Uneven light: a linear fall-off in a random direction times a vignette."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    a = rng.uniform(0, 2 * math.pi)
+    ramp = (x / width - 0.5) * math.cos(a) + (y / height - 0.5) * math.sin(a)
+    r2 = ((x / width - 0.5) ** 2 + (y / height - 0.5) ** 2) * 2
+    return (1.0 - rng.uniform(0.2, 0.5) * (ramp + 0.5)) * (1.0 - rng.uniform(0.0, 0.3) * r2)
+
+
+def _ruled(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Coverage of a notebook's ruled lines, slightly tilted."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    spacing = rng.uniform(0.07, 0.14) * height
+    thick = rng.uniform(1.0, 2.5)
+    pos = np.mod(y + x * math.tan(math.radians(rng.uniform(-2, 2))) - rng.uniform(0, spacing), spacing)
+    return np.clip(thick / 2 + 0.5 - np.abs(pos - spacing / 2), 0.0, 1.0)
+
+
+def _frame(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Coverage of a dark table edge entering the photo from one side."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    side = int(rng.integers(4))
+    depth = rng.uniform(0.03, 0.1)
+    tilt = rng.uniform(-0.05, 0.05)
+    d = {0: x / width - tilt * y / height, 1: 1 - x / width + tilt * y / height,
+         2: y / height - tilt * x / width, 3: 1 - y / height + tilt * x / width}[side]
+    return np.clip((depth - d) * max(height, width), 0.0, 1.0)
+
+
+def render_user_like(digit: np.ndarray, rng: np.random.Generator, style: str | None = None,
+                     size: tuple[int, int] | None = None) -> np.ndarray:
+    """Turn an MNIST digit (uint8 28x28, white on black) into what a user might upload: uint8 HxW (grey),
+    HxWx3 (colour) or HxWx4 (canvas export: ink only in alpha, RGB black). `size` is (height, width);
+    by default 100-1000 px on the long side. Deterministic given the rng state and style."""
+    base, effects = _parse(style or random_style(rng))
+    if size is None:
+        long = math.exp(rng.uniform(math.log(150 if base == "canvas" else 100), math.log(
+            600 if base == "canvas" else 1000)))
+        aspect = 1.0 if base == "canvas" else rng.uniform(0.7, 1.4)
+        size = (max(16, round(long / max(aspect, 1))), max(16, round(long * min(aspect, 1))))
+    height, width = size
+    scale = rng.uniform(0.35, 0.8) * min(height, width) / 20  # MNIST's 20 px box -> this many px
+    angle = rng.uniform(-12, 12) if "rotate" in effects else 0.0
+    stroke = next((e for e in _STROKES if e in effects), "")
+    ink = _place(_ink_layer(digit, scale, angle, stroke, rng), height, width, rng)
+    if base == "canvas":
+        rgba = np.zeros((height, width, 4), dtype=np.uint8)
+        rgba[..., 3] = np.round(ink * 255)
+        return rgba
+
+    colour = base == "colour"
+    if base == "chalk":
+        paper = np.full(3, rng.uniform(0.05, 0.3), dtype=np.float32) * (1, rng.uniform(1.0, 1.3), 1)
+        pen = np.full(3, rng.uniform(0.75, 1.0), dtype=np.float32)
+    elif colour:
+        paper = rng.uniform(0.6, 1.0, 3).astype(np.float32)
+        pen = _INKS[rng.integers(len(_INKS))] * rng.uniform(0.7, 1.2)
+    else:
+        paper = np.full(3, rng.uniform(0.72, 1.0), dtype=np.float32)
+        pen = np.full(3, rng.uniform(0.0, 0.35), dtype=np.float32)
+    page = np.broadcast_to(paper, (height, width, 3)).copy()
+    if "ruled" in effects:
+        line = _ruled(height, width, rng)[..., None]
+        page = page * (1 - 0.5 * line) + np.array([0.45, 0.55, 0.85], dtype=np.float32) * 0.5 * line
+    ink3 = ink[..., None]
+    page = page * (1 - ink3) + pen * ink3
+    if "frame" in effects:
+        edge = _frame(height, width, rng)[..., None]
+        page = page * (1 - edge) + rng.uniform(0.0, 0.25) * edge
+    if "lighting" in effects:
+        page *= _lighting(height, width, rng)[..., None]
+    if "blur" in effects:
+        page = ndi.gaussian_filter(page, (rng.uniform(0.5, 1.5) * max(height, width) / 300,) * 2 + (0,))
+    if "noise" in effects:
+        page += rng.standard_normal(page.shape, dtype=np.float32) * rng.uniform(0.01, 0.06)
+    out = np.round(np.clip(page if colour else page.mean(axis=2), 0.0, 1.0) * 255).astype(np.uint8)
+    if "jpeg" in effects:
+        out = np.asarray(Image.open(io.BytesIO(encode(out, "JPEG", int(rng.integers(30, 90))))))
+    return out
+
+
+def encode(pixels: np.ndarray, fmt: str, quality: int = 85) -> bytes:
+    """Pixels as the bytes of an image file, the way a user's upload arrives."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, fmt, quality=quality)
+    return buf.getvalue()
+
+
+def user_like_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int,
+                  ) -> list[tuple[bytes | np.ndarray, int, str]]:
+    """A fixed set of `n` user-like images of random `images`: (PNG/JPEG/WebP bytes or pixel array,
+    label, "style:format"). Same seed, same set."""
+    rng = np.random.default_rng(seed)
+    out: list[tuple[bytes | np.ndarray, int, str]] = []
+    for i in rng.integers(0, len(images), n):
+        style = random_style(rng)
+        base, effects = _parse(style)
+        jpeg = "jpeg" in effects
+        pixels = render_user_like(images[i], rng, "+".join([base, *sorted(effects - {"jpeg"})]))
+        if jpeg:
+            fmt, data = "jpeg", encode(pixels, "JPEG", int(rng.integers(30, 90)))
+        else:
+            fmt = str(rng.choice(["png", "webp", "array"], p=[0.5, 0.2, 0.3]))
+            data = pixels if fmt == "array" else encode(pixels, fmt.upper(), 90)
+        out.append((data, int(labels[i]), f"{style}:{fmt}"))
+    return out
+
+
+def compose_number(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                   n_digits: int | None = None, user_like: bool = False, *, return_boxes: bool = False,
+                   ) -> tuple[np.ndarray, str] | tuple[np.ndarray, str, list[tuple[int, int, int, int]]]:
+    """A row of `n_digits` (default 4-10) random MNIST digits as one uint8 image, and its text. Spacing
+    varies and a quarter of neighbours nearly touch, touch or overlap by up to 2 MNIST px, as in quick
+    handwriting.
+    `user_like` draws it dark on light paper, 2-5x larger, with uneven light and noise; otherwise it stays
+    white on black at MNIST scale. `return_boxes` adds each digit's ink box (x0, y0, x1, y1), for tests."""
+    n = int(n_digits if n_digits is not None else rng.integers(4, 11))
+    picks = rng.integers(0, len(images), n)
+    pieces = []
+    for i in picks:
+        digit = images[i]
+        cols = np.flatnonzero(digit.any(axis=0))
+        pieces.append(digit[:, cols[0]:cols[-1] + 1])
+    gaps = [int(rng.integers(-1, 1)) if rng.random() < 0.25 else int(rng.integers(2, 9)) for _ in pieces[1:]]
+    margin = 6
+    width = sum(p.shape[1] for p in pieces) + sum(gaps) + 2 * margin
+    strip = np.zeros((28 + 8, width), dtype=np.uint8)
+    boxes = []
+    x = margin
+    for piece, gap in zip(pieces, [*gaps, 0], strict=True):
+        y = 4 + int(rng.integers(-2, 3))
+        region = strip[y:y + 28, x:x + piece.shape[1]]
+        np.maximum(region, piece, out=region)
+        rows = np.flatnonzero(piece.any(axis=1))
+        boxes.append((x, y + int(rows[0]), x + piece.shape[1], y + int(rows[-1]) + 1))
+        x += piece.shape[1] + gap
+    text = "".join(str(int(labels[i])) for i in picks)
+    if user_like:
+        f = rng.uniform(2.0, 5.0)
+        big = Image.fromarray(strip).resize((round(strip.shape[1] * f), round(strip.shape[0] * f)),
+                                            Image.BICUBIC)
+        ink = np.clip((np.asarray(big, dtype=np.float32) / 255 - 0.45) / 0.12 + 0.5, 0.0, 1.0)
+        paper, pen = rng.uniform(0.75, 1.0), rng.uniform(0.0, 0.3)
+        page = (paper * (1 - ink) + pen * ink) * _lighting(*ink.shape, rng)
+        page += rng.standard_normal(page.shape, dtype=np.float32) * rng.uniform(0.0, 0.04)
+        strip = np.round(np.clip(page, 0.0, 1.0) * 255).astype(np.uint8)
+        boxes = [(int(x0 * f), int(y0 * f), math.ceil(x1 * f), math.ceil(y1 * f)) for x0, y0, x1, y1 in boxes]
+    return (strip, text, boxes) if return_boxes else (strip, text)

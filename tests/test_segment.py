@@ -1,0 +1,73 @@
+"""segment: rows of MNIST digits (synth.compose_number) split into one MNIST-normalised crop per digit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from digitrec.data import load_dataset
+from digitrec.errors import DataError, ImageError
+from digitrec.preprocess import to_mnist
+from digitrec.segment import split_digits
+from digitrec.synth import compose_number
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    try:
+        return load_dataset("mnist", "test", offline=True, progress=False)
+    except DataError as e:  # no MNIST here: set DIGITREC_DATA to a folder holding mnist/
+        pytest.skip(f"MNIST not available: {e}")
+
+
+def _centres(boxes) -> np.ndarray:
+    return np.array([(b[0] + b[2]) / 2 for b in boxes])
+
+
+def test_composed_numbers(mnist_test):
+    """200 fixed rows of 4-10 digits, a quarter of neighbours touching or overlapping, half of them drawn
+    user-like (dark on light, 2-5x larger, uneven light, noise)."""
+    rng = np.random.default_rng(0)
+    right, placed = 0, 0
+    for i in range(200):
+        image, text, truth = compose_number(mnist_test.images, mnist_test.labels, rng, user_like=i % 2 == 1,
+                                            return_boxes=True)
+        crops = split_digits(image)
+        centres = _centres(c.box for c in crops)
+        assert np.all(np.diff(centres) > 0), "left to right"
+        for crop in crops:
+            assert crop.image.shape == (28, 28) and crop.image.dtype == np.float32
+            assert 0 <= crop.image.min() and crop.image.max() <= 1 and crop.image.any()
+        if len(crops) == len(text):
+            right += 1
+            # each crop sits on its digit: its centre inside that digit's true box
+            placed += all(x0 <= c < x1 for c, (x0, _, x1, _) in zip(centres, truth, strict=True))
+    # Measured 0.94: the misses are touching pairs that look like one digit and open digits (4, 6, 0)
+    # that look like two; geometry alone cannot tell them apart.
+    assert right / 200 >= 0.9
+    assert placed / right >= 0.98
+
+
+def test_separate_digits_are_all_found(mnist_test):
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        picks = rng.integers(0, len(mnist_test), int(rng.integers(2, 8)))
+        row = np.concatenate([np.pad(mnist_test.images[i], ((4, 4), (2, 2))) for i in picks], axis=1)
+        crops = split_digits(row)
+        assert len(crops) == len(picks)
+        assert np.all(np.diff(_centres(c.box for c in crops)) > 0)
+
+
+def test_single_digit_matches_to_mnist(mnist_test):
+    """One normalisation for both paths: a lone digit comes out of split_digits as to_mnist makes it."""
+    for i in range(20):
+        digit = mnist_test.images[i]
+        crops = split_digits(digit)
+        assert len(crops) == 1
+        assert np.abs(crops[0].image - to_mnist(digit).image).mean() < 0.01
+
+
+def test_blank_has_no_digits():
+    assert split_digits(np.full((60, 300), 255, dtype=np.uint8)) == []
+    with pytest.raises(ImageError):
+        split_digits(b"not an image")

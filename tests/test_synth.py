@@ -1,0 +1,98 @@
+"""synth: user-like renderings are deterministic, well-formed, and look the way each style says."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitrec.data import load_dataset
+from digitrec.errors import DataError
+from digitrec.synth import BASES, EFFECTS, compose_number, random_style, render_user_like, user_like_set
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    try:
+        return load_dataset("mnist", "test", offline=True, progress=False)
+    except DataError as e:  # no MNIST here: set DIGITREC_DATA to a folder holding mnist/
+        pytest.skip(f"MNIST not available: {e}")
+
+
+def test_render_is_deterministic(mnist_test):
+    digit = mnist_test.images[0]
+    for seed in range(5):
+        a = render_user_like(digit, np.random.default_rng(seed))
+        b = render_user_like(digit, np.random.default_rng(seed))
+        assert a.dtype == np.uint8 and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_bases_shape_and_polarity(mnist_test, base):
+    image = render_user_like(mnist_test.images[1], np.random.default_rng(0), base, size=(300, 240))
+    if base == "canvas":  # a drawing app's export: ink only in alpha, RGB black
+        assert image.shape == (300, 240, 4)
+        assert not image[..., :3].any() and image[..., 3].max() == 255
+        return
+    assert image.shape == ((300, 240, 3) if base == "colour" else (300, 240))
+    paper = np.median(image)
+    assert (paper < 100) if base == "chalk" else (paper > 150)
+
+
+def test_every_effect_renders(mnist_test):
+    rng = np.random.default_rng(1)
+    for effect in EFFECTS:
+        image = render_user_like(mnist_test.images[2], rng, f"paper+{effect}", size=(200, 200))
+        assert image.shape == (200, 200) and image.std() > 5
+
+
+def test_hairline_is_thin(mnist_test):
+    digit = mnist_test.images[3]
+    normal = render_user_like(digit, np.random.default_rng(2), "paper", size=(800, 800))
+    hair = render_user_like(digit, np.random.default_rng(2), "paper+hairline", size=(800, 800))
+    assert (hair < 128).sum() < 0.5 * (normal < 128).sum()
+
+
+def test_unknown_style_is_refused(mnist_test):
+    with pytest.raises(ValueError, match="unknown style"):
+        render_user_like(mnist_test.images[0], np.random.default_rng(0), "paper+sparkles")
+
+
+def test_random_styles_are_consistent():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        base, *effects = random_style(rng).split("+")
+        assert base in BASES and set(effects) <= set(EFFECTS)
+        assert len({"thick", "thin", "hairline"} & set(effects)) <= 1
+        if base == "canvas":
+            assert set(effects) <= {"rotate", "thick", "thin"}
+
+
+def test_user_like_set_is_fixed_and_decodable(mnist_test):
+    a = user_like_set(mnist_test.images, mnist_test.labels, 12, seed=5)
+    b = user_like_set(mnist_test.images, mnist_test.labels, 12, seed=5)
+    assert len(a) == 12
+    for (data_a, label_a, style_a), (data_b, label_b, style_b) in zip(a, b, strict=True):
+        assert (label_a, style_a) == (label_b, style_b) and 0 <= label_a <= 9
+        if isinstance(data_a, bytes):
+            assert data_a == data_b
+            fmt = style_a.rsplit(":", 1)[1]
+            assert Image.open(io.BytesIO(data_a)).format == {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}[fmt]
+        else:
+            assert np.array_equal(data_a, data_b) and style_a.endswith(":array")
+
+
+def test_compose_number(mnist_test):
+    rng = np.random.default_rng(4)
+    for i in range(20):
+        image, text, boxes = compose_number(mnist_test.images, mnist_test.labels, rng, user_like=i % 2 == 1,
+                                            return_boxes=True)
+        assert image.dtype == np.uint8 and image.ndim == 2
+        assert 4 <= len(text) <= 10 and text.isdigit() and len(boxes) == len(text)
+        assert all(a[0] < b[0] for a, b in zip(boxes, boxes[1:], strict=False))  # left to right
+        assert all(0 <= x0 < x1 <= image.shape[1] and 0 <= y0 < y1 <= image.shape[0] for x0, y0, x1, y1 in boxes)
+        assert (np.median(image) > 128) == (i % 2 == 1)  # user-like: dark on light; else MNIST's white on black
+    image, text = compose_number(mnist_test.images, mnist_test.labels, rng, n_digits=7)
+    assert len(text) == 7
