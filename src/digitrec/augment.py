@@ -22,6 +22,7 @@ AUGMENTATIONS = {
     "stroke": "probability of thickening or thinning strokes by one pixel",
     "blur": "probability of a light Gaussian blur",
     "noise": "std of additive Gaussian noise",
+    "hflip": "probability of a left-right mirror (for Fashion-MNIST; never for digits)",
 }
 
 
@@ -92,6 +93,9 @@ def augment_batch(x: torch.Tensor, spec: dict[str, float], generator: torch.Gene
         x = random_stroke(x, generator, float(spec["stroke"]))
     if spec.get("blur"):
         x = random_blur(x, generator, float(spec["blur"]))
+    if spec.get("hflip"):
+        flip = torch.rand(x.shape[0], device=x.device, generator=generator) < float(spec["hflip"])
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
     if spec.get("noise"):
         x = (x + torch.randn(x.shape, device=x.device, generator=generator) * float(spec["noise"])).clamp_(0, 1)
     return x
