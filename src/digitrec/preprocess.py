@@ -16,7 +16,6 @@ import functools
 import io
 import math
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,16 +118,20 @@ def _open(source: str | os.PathLike | bytes | bytearray | memoryview) -> Image.I
             raise ImageError(f"{name}: empty file")
         fp = path
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(fp)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow itself refuses over 2x its MAX_IMAGE_PIXELS (~179 MP) here and only warns above ~89 MP;
+        # our own limit below is lower still. (No warnings.catch_warnings: it is not thread-safe.)
+        im = Image.open(fp)
+    except Image.DecompressionBombError:
         raise ImageError(f"{name}: image too large (over {MAX_PIXELS // 1_000_000} megapixels)") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image, or a format Pillow cannot read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{name}: cannot decode ({e})") from None
-    _check_size(im.width, im.height, name)
+    try:
+        _check_size(im.width, im.height, name)
+    except ImageError:
+        im.close()
+        raise
     return im
 
 
