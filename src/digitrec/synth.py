@@ -198,8 +198,8 @@ def compose_number(images: np.ndarray, labels: np.ndarray, rng: np.random.Genera
                    n_digits: int | None = None, user_like: bool = False, *, return_boxes: bool = False,
                    ) -> tuple[np.ndarray, str] | tuple[np.ndarray, str, list[tuple[int, int, int, int]]]:
     """A row of `n_digits` (default 4-10) random MNIST digits as one uint8 image, and its text. Spacing
-    varies and a quarter of neighbours nearly touch, touch or overlap by up to 2 MNIST px, as in quick
-    handwriting.
+    varies (2-8 MNIST px), and a quarter of neighbours abut or overlap by 1 px, so their ink often touches,
+    as in quick handwriting.
     `user_like` draws it dark on light paper, 2-5x larger, with uneven light and noise; otherwise it stays
     white on black at MNIST scale. `return_boxes` adds each digit's ink box (x0, y0, x1, y1), for tests."""
     n = int(n_digits if n_digits is not None else rng.integers(4, 11))
