@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0   # the CPU build; never an unpinned torch (multi-GB CUDA build)
-	$(PY) -m pip install -q -e '.[test,serve,export,notebook,tensorboard]'
+	$(PY) -m pip install -q -e '.[test,notebook,tensorboard]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)

@@ -95,7 +95,7 @@ def test_summary_and_ece():
 
 
 def _train_args(out: Path, *extra: str) -> list[str]:
-    return ["train", "--model", "mlp", "--epochs", "3", "--batch-size", "128", "--seed", "5", "--json",
+    return ["train", "--model", "mlp", "--epochs", "3", "--batch-size", "512", "--seed", "5", "--json",
             "--no-progress", "--out", str(out), *extra]
 
 
