@@ -214,7 +214,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             schedule.load_state_dict(state["schedule"])
         if ema is not None:
             ema.model.load_state_dict(state["ema"])
-        gen.set_state(state["gen"].cpu() if device.type == "cpu" else state["gen"].cpu())
+        gen.set_state(state["gen"].cpu())
         aug_gen.set_state(state["aug_gen"].cpu())
         start_epoch, step = int(state["epoch"]), int(state["step"])
         elapsed_before = float(state["elapsed"])
