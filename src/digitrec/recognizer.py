@@ -26,7 +26,7 @@ from digitrec.errors import DigitrecError, ImageError
 from digitrec.inference import pick_device, predict_logits
 from digitrec.metrics import softmax
 from digitrec.preprocess import ImageSource, Prepared, to_mnist
-from digitrec.segment import split_digits
+from digitrec.segment import segment_with_scores
 
 # Below this calibrated probability an answer is flagged `unsure` (about 1 in 1,000 MNIST test digits,
 # but most of the scribbles, noise and non-digits users send).
@@ -173,7 +173,7 @@ class Recognizer:
 
     def read_number(self, image: ImageSource) -> NumberReading:
         """Several digits in a row (a year, a phone number, a meter): segment, then read each."""
-        crops = split_digits(image)
+        crops = segment_with_scores(image, self.classify)  # cuts chosen with the classifier's help
         if not crops:
             return NumberReading("", [])
         preds = self._predictions([Prepared(c.image, True, c.box) for c in crops])

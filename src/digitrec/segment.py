@@ -10,11 +10,15 @@ it matches `to_mnist` exactly.
 
 Geometry alone cannot tell every pair of touching digits from one digit with a gap (an open 4 looks like
 a touching "L1"); on `synth.compose_number` rows (a quarter of neighbours touching) about 94% of rows of
-4-10 digits come out with the right count.
+4-10 digits come out with the right count. `segment_with_scores` lets a classifier take part: it scores
+every candidate piece (runs of consecutive cut candidates, and pairs of close whole groups) in one batch
+and the same programme adds -log(max probability) per digit; on those rows it reads about 1 point more
+whole strings than `split_digits` followed by the classifier (e.g. 89% vs 87% on seed 0).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +26,7 @@ import scipy.ndimage as ndi
 
 from digitrec.preprocess import ImageSource, InkMap, crop_soft, ink_map, normalise, source_box, stroke_width
 
-__all__ = ["DigitCrop", "split_digits"]
+__all__ = ["DigitCrop", "segment_with_scores", "split_digits"]
 
 _SEGMENT_SIDE = 800  # working resolution: a row of ten digits still gets ~80 px per digit
 _FRAGMENT = 0.6  # a component shorter than this fraction of the text height is part of a digit
@@ -125,23 +129,24 @@ def _penalty(ratio: np.ndarray, low: float, high: float, scale: float) -> np.nda
     return (np.maximum(low - ratio, 0.0) ** 2 + np.maximum(ratio - high, 0.0) ** 2) / scale ** 2
 
 
-def _cuts(soft: np.ndarray, height: float, stroke: float, typical: float) -> list[np.ndarray]:
-    """How to cut a group into digits: the per-row columns of the cut paths, left to right.
-
-    Candidate cuts are the cheapest paths (local minima of the ink they cross). A dynamic programme picks
-    the set of cuts minimising: strokes crossed by the cuts, minus `_REWARD` per digit, plus penalties
-    for pieces unlike an MNIST digit in this row (too short, narrow, wide or light). So touching digits
-    split where a cheap cut leaves two full-height pieces, and a too wide group splits even at a dearer
-    cut."""
+def _plan(soft: np.ndarray, height: float, stroke: float, typical: float, dense: bool = False,
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The cut programme's inputs (see `_cuts`): candidate bounds [K + 2, rows] (the group's edges first
+    and last), the geometric cost of the piece between any two bounds [K + 2, K + 2] (minus `_REWARD`),
+    and the strokes each bound cuts [K + 2]; None when the group is too narrow to hold two digits.
+    `dense` over-segments (more, dearer candidates, nearer the edges) for a recogniser to choose from."""
     rows, width = soft.shape
     core = np.flatnonzero((soft > 0.5).any(axis=0))  # widths without the anti-aliased fringe, like heights
     if core.size == 0 or core[-1] - core[0] + 1 < 0.45 * height:
-        return []
+        return None
     cost, columns = _paths(soft)
     cost = cost / stroke
-    margin = max(1, int(0.15 * height))
-    window = ndi.minimum_filter1d(cost, 5)
-    candidates = [c for c in range(margin, width - margin) if cost[c] <= window[c] and cost[c] < 3.0]
+    margin = max(1, int((_DENSE_MARGIN if dense else 0.15) * height))
+    window = ndi.minimum_filter1d(cost, int(_DENSE_WINDOW) if dense else 5)
+    limit = _DENSE_COST if dense else 3.0
+    candidates = [c for c in range(margin, width - margin) if cost[c] <= window[c] and cost[c] < limit]
+    if dense:  # plateaus of equal minima: one candidate per run of adjacent columns
+        candidates = [c for k, c in enumerate(candidates) if k == 0 or c - candidates[k - 1] > 1]
     bounds = np.stack([np.zeros(rows, dtype=np.intp), *(columns[:, c] for c in candidates),
                        np.full(rows, width, dtype=np.intp)])
     cumulative = np.concatenate([np.zeros((rows, 1)), np.cumsum(soft, axis=1)], axis=1)
@@ -156,7 +161,21 @@ def _cuts(soft: np.ndarray, height: float, stroke: float, typical: float) -> lis
     wide = (middle[None, :] - middle[:, None]) / height
     piece = (_penalty(tall, _TALL, np.inf, 0.15) + _penalty(wide, _NARROW, _WIDE, 0.08)
              + _penalty(row_mass.sum(axis=2) / typical, _LIGHT, np.inf, 0.1) - _REWARD)
-    cut = np.concatenate(([0.0], cost[candidates], [0.0]))
+    return bounds, piece, np.concatenate(([0.0], cost[candidates], [0.0]))
+
+
+def _cuts(soft: np.ndarray, height: float, stroke: float, typical: float) -> list[np.ndarray]:
+    """How to cut a group into digits: the per-row columns of the cut paths, left to right.
+
+    Candidate cuts are the cheapest paths (local minima of the ink they cross). A dynamic programme picks
+    the set of cuts minimising: strokes crossed by the cuts, minus `_REWARD` per digit, plus penalties
+    for pieces unlike an MNIST digit in this row (too short, narrow, wide or light). So touching digits
+    split where a cheap cut leaves two full-height pieces, and a too wide group splits even at a dearer
+    cut."""
+    plan = _plan(soft, height, stroke, typical)
+    if plan is None:
+        return []
+    bounds, piece, cut = plan
     best = np.full(len(bounds), np.inf)
     best[0] = 0.0
     back = np.zeros(len(bounds), dtype=np.intp)
@@ -220,3 +239,99 @@ def split_digits(source: ImageSource) -> list[DigitCrop]:
             digit, (x0, y0, x1, y1) = piece
             out.append(DigitCrop(source_box(ink, (gx + x0, gy + y0, gx + x1, gy + y1)), normalise(digit)))
     return out
+
+
+# Recognition-guided segmentation (`segment_with_scores`), tuned on compose_number rows (seeds 5-6).
+_DENSE_COST, _DENSE_MARGIN, _DENSE_WINDOW = 3.0, 0.15, 5  # candidate cuts for the recogniser: strokes, height, px
+_SPAN = 8  # a digit covers at most this many consecutive over-segments (cut candidates are dense)
+_CONFIDENCE = 1.0  # weight of -log(max probability) against the geometric costs of `_cuts`
+_MERGE_GAP = 0.12  # whole groups at most this far apart (of the text height) may be one digit (an open 4)
+
+
+def _shape_cost(digit: np.ndarray, height: float, typical: float) -> float:
+    """The geometric penalty of `_cuts` for one tightly cropped piece, minus the per-digit reward."""
+    inked_rows = np.flatnonzero((digit > 0.5).any(axis=1))
+    inked_cols = np.flatnonzero((digit > 0.5).any(axis=0))
+    tall = (inked_rows[-1] - inked_rows[0] + 1) / height if inked_rows.size else 0.0
+    wide = (inked_cols[-1] - inked_cols[0] + 1) / height if inked_cols.size else 0.0
+    light = digit.sum() / typical
+    return float(_penalty(np.array(tall), _TALL, np.inf, 0.15) + _penalty(np.array(wide), _NARROW, _WIDE, 0.08)
+                 + _penalty(np.array(light), _LIGHT, np.inf, 0.1)) - _REWARD
+
+
+def segment_with_scores(source: ImageSource, score: Callable[[np.ndarray], np.ndarray]) -> list[DigitCrop]:
+    """The digits of a one-line number, left to right, segmented with the help of a classifier.
+
+    `score` maps MNIST-normalised crops [N, 28, 28] to class probabilities [N, C]; it is called once.
+    Each ink group is over-segmented at its cheap cut paths; every run of up to `_SPAN` consecutive
+    segments (and every pair of whole neighbouring groups close enough to be one open digit) becomes a
+    candidate digit. A dynamic programme over the cut points picks the reading minimising, per digit,
+    -log(max probability) plus the shape penalties of `split_digits`, plus the strokes each cut crosses."""
+    ink = ink_map(source, max_side=_SEGMENT_SIDE)
+    if not ink.has_ink:
+        return []
+    groups, height = _groups(ink)
+    crops = [(g, *crop_soft(ink, g)) for g in groups]
+    crops = [(g, soft, box) for g, soft, box in crops if soft.size]
+    if not crops:
+        return []
+    stroke = max(1.0, float(np.median([stroke_width(soft) for _, soft, _ in crops])))
+    typical = float(np.median([soft.sum() for _, soft, _ in crops]))
+    # nodes: every cut point of the row; node 0 is the row's left edge, group edges are shared
+    images: list[np.ndarray] = []
+    edges: list[tuple[int, int, float, tuple[int, int, int, int]]] = []  # from, to, geometric cost, box
+    cut_cost: list[float] = [0.0]
+    starts: list[int] = []
+    for _, soft, (gx, gy, _, _) in crops:
+        plan = _plan(soft, height, stroke, typical, dense=True)
+        if plan is None:  # too narrow for two digits
+            edge = np.array([0, soft.shape[1]])[:, None].repeat(soft.shape[0], axis=1)
+            plan = edge, np.full((2, 2), _shape_cost(soft, height, typical)), np.zeros(2)
+        bounds, geometry, costs = plan
+        first = len(cut_cost) - 1
+        starts.append(first)
+        cut_cost.extend(costs[1:].tolist())
+        for i in range(len(bounds) - 1):
+            for j in range(i + 1, min(i + _SPAN, len(bounds) - 1) + 1):
+                piece = _piece(soft, bounds[i], bounds[j])
+                if piece is None:
+                    continue
+                digit, (x0, y0, x1, y1) = piece
+                if j - i > 1 and x1 - x0 > 1.6 * height:
+                    continue
+                images.append(normalise(digit))
+                edges.append((first + i, first + j, float(geometry[i, j]),
+                              source_box(ink, (gx + x0, gy + y0, gx + x1, gy + y1))))
+    starts.append(len(cut_cost) - 1)
+    for k in range(len(crops) - 1):  # two whole groups as one digit: an open 4, 6 or 0
+        (ga, _, a), (gb, _, b) = crops[k], crops[k + 1]
+        if b[0] - a[2] > _MERGE_GAP * height or max(a[2], b[2]) - min(a[0], b[0]) > _WIDE * height:
+            continue
+        soft, box = crop_soft(ink, np.concatenate([ga, gb]))
+        if not soft.size:
+            continue
+        images.append(normalise(soft))
+        edges.append((starts[k], starts[k + 2], _shape_cost(soft, height, typical), source_box(ink, box)))
+    if not edges:
+        return []
+    probs = np.asarray(score(np.stack(images)), dtype=np.float64)
+    confidence = -np.log(np.clip(probs.max(axis=1), 1e-9, 1.0))
+    nodes = len(cut_cost)
+    best = np.full(nodes, np.inf)
+    best[0] = 0.0
+    back = np.full(nodes, -1, dtype=np.intp)
+    order = sorted(range(len(edges)), key=lambda e: (edges[e][1], edges[e][0]))
+    for e in order:
+        i, j, geometric, _ = edges[e]
+        total = best[i] + geometric + _CONFIDENCE * confidence[e] + cut_cost[j]
+        if total < best[j]:
+            best[j], back[j] = total, e
+    if not np.isfinite(best[-1]):  # a gap the programme cannot cross (no ink between two cuts)
+        return split_digits(source)
+    out: list[DigitCrop] = []
+    j = nodes - 1
+    while j > 0 and back[j] >= 0:
+        e = int(back[j])
+        out.append(DigitCrop(edges[e][3], images[e]))
+        j = edges[e][0]
+    return out[::-1]
