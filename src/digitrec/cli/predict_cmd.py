@@ -53,7 +53,7 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
 @click.option("--model", default=None, help="Bundled model: best, ensemble or fast.")
 @click.option("--top-k", type=click.IntRange(1, 10), default=None, help="Also list the K most likely digits.")
 @click.option("--multi", is_flag=True, help="Each image holds several digits in a row: read them all.")
-@click.option("--tta/--no-tta", default=None, help="Test-time augmentation (default: as the model was evaluated).")
+@click.option("--tta/--no-tta", default=None, help="Test-time augmentation: 5x the compute (default: off).")
 @options.device
 @options.json_out
 def predict(paths, checkpoint, model, top_k, multi, tta, device, json_out) -> None:
