@@ -31,3 +31,27 @@ def test_bundled_model_scores_what_its_card_says(name, floor):
     assert result["accuracy"] == card["metrics"]["test_accuracy"]
     assert result["loss"] == pytest.approx(card["metrics"]["test_loss"], rel=1e-3)
     assert result["accuracy"] >= floor
+
+
+def test_report_on_bundled_model_matches_its_evaluation(tmp_path):
+    import io
+    import re
+
+    from PIL import Image
+
+    proc = run_cli("report", "--out", str(tmp_path / "r"), "--no-progress", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    html = (tmp_path / "r" / "index.html").read_text()
+    for section in ("summary", "data", "training", "confusion", "per-class", "mistakes", "calibration",
+                    "features", "model-card"):
+        assert f'<section id="{section}"' in html
+    import base64
+
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) >= 8
+    for data in images:
+        Image.open(io.BytesIO(base64.b64decode(data))).verify()
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    card = checkpoint.read_card(checkpoint.bundled_dir() / "best.json")
+    assert metrics["accuracy"] == card["metrics"]["test_accuracy"]  # card == `evaluate --json`, tested above
+    assert metrics["loss"] == pytest.approx(card["metrics"]["test_loss"], rel=1e-3)
