@@ -157,3 +157,15 @@ def test_help_and_version():
     assert proc.returncode == 0 and "train" in proc.stdout and "evaluate" in proc.stdout
     proc = run_cli("--version")
     assert proc.returncode == 0 and "digitrec" in proc.stdout
+
+
+def test_ensemble_training_and_evaluation(tmp_path):
+    proc = run_cli("train", "--model", "mlp", "--epochs", "1", "--batch-size", "512", "--ensemble", "2",
+                   "--no-progress", "--json", "--out", str(tmp_path / "ens"))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["model"] == "ensemble" and result["members"] == 2
+    assert (tmp_path / "ens" / "seed0" / "model.json").exists() and (tmp_path / "ens" / "seed1" / "model.json").exists()
+    evaluated = run_cli("evaluate", "--checkpoint", result["checkpoint"], "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["accuracy"] == result["test_accuracy"]

@@ -62,8 +62,10 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, augment, ensemble, 
     command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
     results = []
     for k in range(ensemble):
+        # Members must not overwrite each other: a fixed --out gets one sub-folder per seed.
+        member_out = out if ensemble == 1 or "{seed}" in out else f"{out}/seed{seed + k}"
         config = TrainConfig(model=model, dataset=dataset, seed=seed + k, val=val, device=device,
-                             out=out, data_dir=data_dir, offline=offline,
+                             out=member_out, data_dir=data_dir, offline=offline,
                              resume=resume, threads=threads, tta=tta, progress=progress, tensorboard=tensorboard,
                              command=command, overrides=overrides)
         result = run_training(config)
