@@ -117,9 +117,11 @@ class Recognizer:
                                     device=self.device, tta=self.tta)
         return softmax(logits, self.temperature)
 
-    def _predictions(self, prepared: Sequence[Prepared]) -> list[Prediction]:
-        inked = [k for k, p in enumerate(prepared) if p.has_ink]
-        probs = self.classify(np.stack([prepared[k].image for k in inked])) if inked else np.zeros((0, 10))
+    def _predictions(self, prepared: Sequence[Prepared], probs: np.ndarray | None = None) -> list[Prediction]:
+        """Predictions for prepared digits; `probs` (one row per inked digit) skips classifying again."""
+        if probs is None:
+            inked = [k for k, p in enumerate(prepared) if p.has_ink]
+            probs = self.classify(np.stack([prepared[k].image for k in inked])) if inked else np.zeros((0, 10))
         out: list[Prediction] = []
         row = iter(probs)
         for p in prepared:
@@ -175,8 +177,19 @@ class Recognizer:
 
     def read_number(self, image: ImageSource) -> NumberReading:
         """Several digits in a row (a year, a phone number, a meter): segment, then read each."""
-        crops = segment_with_scores(image, self.classify)  # cuts chosen with the classifier's help
+        scored: dict[bytes, np.ndarray] = {}
+
+        def score(batch: np.ndarray) -> np.ndarray:
+            # Remember every candidate's probabilities, so the chosen crops are not classified twice.
+            probs = self.classify(batch)
+            scored.update((np.asarray(img, np.float32).tobytes(), p) for img, p in zip(batch, probs, strict=True))
+            return probs
+
+        crops = segment_with_scores(image, score)  # cuts chosen with the classifier's help
         if not crops:
             return NumberReading("", [])
-        preds = self._predictions([Prepared(c.image, True, c.box) for c in crops])
+        prepared = [Prepared(c.image, True, c.box) for c in crops]
+        known = [scored.get(np.asarray(c.image, np.float32).tobytes()) for c in crops]
+        probs = np.stack(known) if all(k is not None for k in known) else None
+        preds = self._predictions(prepared, probs)
         return NumberReading("".join(str(p.digit) for p in preds), preds)

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from digitrec import checkpoint
+from digitrec.atomic import atomic_open
 from digitrec.augment import AUGMENTATIONS, augment_batch
 from digitrec.data import Dataset, load_dataset
 from digitrec.errors import UsageError
@@ -328,8 +329,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
 def _save_resume(path: Path, model, optimizer, schedule, ema, gen, aug_gen, epoch, step, elapsed,
                  history) -> None:
     """Everything needed to continue after a kill -9, written atomically once per epoch."""
-    from digitrec.atomic import atomic_open
-
     keys = sorted({k for row in history for k in row})
     state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
                  schedule=schedule.state_dict() if schedule is not None else {},
