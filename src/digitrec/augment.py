@@ -52,8 +52,9 @@ def random_affine(x: torch.Tensor, generator: torch.Generator | None, rotate: fl
         # smoothing at a fraction of the cost). Strength is in pixels, converted to normalised units.
         coarse = torch.randn(n, 2, max(h // 4, 2), max(w // 4, 2), device=dev, generator=generator)
         field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
-        field = field * (elastic * 2 / torch.tensor([w, h], device=dev).view(1, 2, 1, 1))
-        grid = grid + field.permute(0, 2, 3, 1)
+        # Python-scalar scaling per axis (no host-to-device tensor: keeps the step CUDA-graph capturable).
+        field = torch.stack([field[:, 0] * (elastic * 2 / w), field[:, 1] * (elastic * 2 / h)], dim=-1)
+        grid = grid + field
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -71,8 +72,10 @@ def random_stroke(x: torch.Tensor, generator: torch.Generator | None, p: float) 
 
 def random_blur(x: torch.Tensor, generator: torch.Generator | None, p: float) -> torch.Tensor:
     n = x.shape[0]
-    k = torch.tensor([1.0, 2.0, 1.0], device=x.device)
-    kernel = (k[:, None] * k[None, :] / 16).view(1, 1, 3, 3).to(x.dtype)
+    # The binomial kernel [1 2 1]^T [1 2 1] / 16, built on the device (capturable: no host copy).
+    k = torch.ones(3, device=x.device, dtype=x.dtype)
+    k[1] = 2.0
+    kernel = (k[:, None] * k[None, :] / 16).view(1, 1, 3, 3)
     blurred = F.conv2d(x, kernel, padding=1)
     pick = torch.rand(n, device=x.device, generator=generator) < p
     return torch.where(pick.view(n, 1, 1, 1), blurred, x)

@@ -7,6 +7,7 @@ This module knows no data files and no training loop.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,19 +60,23 @@ def fast(classes: int = 10, c1: int = 16, c2: int = 32, hidden: int = 128, pool:
     )
 
 
-def best(classes: int = 10, width: int = 32, dropout: float = 0.3) -> nn.Module:
+def best(classes: int = 10, width: int = 32, dropout: float = 0.3, spatial_dropout: float = 0.0) -> nn.Module:
     """The accuracy model: a VGG-like stack with BatchNorm, strided-conv downsampling and dropout.
 
     Why: on MNIST, plain deep conv stacks with heavy augmentation beat fancier blocks; strided 5x5
     convs learn their own pooling (the "Kaggle 99.75 %" family); dropout regularises the long schedule.
+    `spatial_dropout` acts on the feature maps after each downsampling: off by default, because on a
+    10k validation split it bought nothing (99.60 % with 0.15, 99.61 % without, 2 seeds each) and its
+    mask sampling costs 9 % of a CPU step.
     """
     w = width
+    sd = spatial_dropout
     return nn.Sequential(
         Normalize(),
         *conv_bn(1, w // 2, 3), *conv_bn(w // 2, w // 2, 3),
-        *conv_bn(w // 2, w // 2, 5, stride=2), nn.Dropout(dropout / 2),       # 28 -> 14
+        *conv_bn(w // 2, w // 2, 5, stride=2), *([nn.Dropout(sd)] if sd else []),   # 28 -> 14
         *conv_bn(w // 2, w, 3), *conv_bn(w, w, 3),
-        *conv_bn(w, w, 5, stride=2), nn.Dropout(dropout / 2),                 # 14 -> 7
+        *conv_bn(w, w, 5, stride=2), *([nn.Dropout(sd)] if sd else []),             # 14 -> 7
         *conv_bn(w, 2 * w, 3), *conv_bn(2 * w, 2 * w, 3),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
         nn.Linear(2 * w, classes),
@@ -103,7 +108,10 @@ MODELS: dict[str, ModelSpec] = {
     "best": ModelSpec("best", best, dict(
         epochs=40, batch_size=128, lr=2e-3, optimizer="adamw", betas=(0.9, 0.999), weight_decay=5e-4,
         schedule="onecycle", warmup=0.15, label_smoothing=0.1, ema=0.999, bf16=True,
-        augment=dict(rotate=12.0, scale=0.12, shear=0.15, translate=0.12, elastic=0.5),
+        # Mild geometry: MNIST is already size- and centre-normalised. On a 10k validation split (2 seeds)
+        # this set scored 99.63 %, the previous rotate=12/scale=.12/shear=.15/translate=.12/elastic=.5
+        # 99.59 %, and a stronger one (15/.15/.2/.15/1.0) 99.32 %.
+        augment=dict(rotate=10.0, scale=0.1, shear=0.1, translate=0.1, elastic=0.3),
     ), "most accurate single model"),
 }
 
@@ -115,8 +123,22 @@ def get_spec(name: str) -> ModelSpec:
         raise UsageError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}") from None
 
 
+def check_arch(name: str, kwargs: dict[str, Any]) -> None:
+    """Fail early, naming the option, when --arch holds a knob the model's builder does not take."""
+    known = [k for k in inspect.signature(get_spec(name).build).parameters if k != "classes"]
+    unknown = sorted(set(kwargs) - {"classes", *known})
+    if unknown:
+        raise UsageError(f"unknown architecture option(s) {', '.join(unknown)} for model {name!r}; "
+                         f"choose from: {', '.join(known)}")
+
+
 def build_model(name: str, **kwargs: Any) -> nn.Module:
-    return get_spec(name).build(**kwargs)
+    spec = get_spec(name)
+    check_arch(name, kwargs)
+    try:
+        return spec.build(**kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise UsageError(f"model {name!r} cannot be built with {kwargs}: {e}") from None
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -29,6 +29,21 @@ def _parse_augment(text: str | None) -> dict[str, float] | None:
     return out
 
 
+def _parse_arch(text: str | None) -> dict[str, int | float]:
+    """'width=64,dropout=0.2' -> {'width': 64, 'dropout': 0.2} (whole numbers stay ints)."""
+    out: dict[str, int | float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise UsageError(f"--arch: {part!r} is not NAME=NUMBER") from None
+        out[key.strip()] = int(number) if sep and number.is_integer() and "." not in value else number
+    return out
+
+
 @app.command()
 @click.option("--model", default="mlp", show_default=True, help="mlp (the seed), fast, or best")
 @options.dataset
@@ -39,11 +54,14 @@ def _parse_augment(text: str | None) -> dict[str, float] | None:
 @click.option("--val", type=click.IntRange(min=0), default=0, show_default=True,
               help="Hold out N training images for validation (and temperature calibration).")
 @click.option("--augment", default=None, help="e.g. 'rotate=10,elastic=0.5', or 'none'.")
+@click.option("--arch", default=None, help="Architecture knobs, e.g. 'width=64' for best (see digitrec.models).")
 @click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train K members with seeds seed..seed+K-1 and write an ensemble card.")
 @click.option("--tta/--no-tta", default=False, help="Evaluate with test-time augmentation.")
 @options.device
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True,
+              help="On one CUDA GPU, replay each training step as a captured CUDA graph (much faster).")
 @options.data_dir
 @options.offline
 @click.option("--out", default="runs/{model}-{dataset}-s{seed}", show_default=True, help="Output folder.")
@@ -52,13 +70,14 @@ def _parse_augment(text: str | None) -> dict[str, float] | None:
               help="Log scalars and sample images to this folder (needs digitrec[tensorboard]).")
 @options.json_out
 @click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
-def train(model, dataset, epochs, batch_size, lr, seed, val, augment, ensemble, tta, device, threads, data_dir,
-          offline, out, resume, tensorboard, json_out, progress) -> None:
+def train(model, dataset, epochs, batch_size, lr, seed, val, augment, arch, ensemble, tta, device, threads, cuda_graphs,
+          data_dir, offline, out, resume, tensorboard, json_out, progress) -> None:
     """Train a model, evaluate it on the test set and save a checkpoint."""
     from digitrec.training import TrainConfig
     from digitrec.training import train as run_training
 
     overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, augment=_parse_augment(augment))
+    model_kwargs = _parse_arch(arch)
     command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
     results = []
     for k in range(ensemble):
@@ -67,7 +86,8 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, augment, ensemble, 
         config = TrainConfig(model=model, dataset=dataset, seed=seed + k, val=val, device=device,
                              out=member_out, data_dir=data_dir, offline=offline,
                              resume=resume, threads=threads, tta=tta, progress=progress, tensorboard=tensorboard,
-                             command=command, overrides=overrides)
+                             command=command, overrides=overrides, cuda_graphs=cuda_graphs,
+                             model_kwargs=model_kwargs)
         result = run_training(config)
         if not result:  # a non-zero DDP rank
             return
