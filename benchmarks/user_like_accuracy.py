@@ -3,6 +3,9 @@ with uneven light, thick/thin pens, rotation, blur, JPEG, coloured ink, canvas e
 the same path as `digitrec predict`. Also: whole-string accuracy of `--multi` on composed numbers.
 
     python benchmarks/user_like_accuracy.py --n 2000 --numbers 300 [--model best|ensemble|fast]
+
+The composed-numbers line also prints per-digit accuracy, reading speed and why rows were misread (too
+few / too many digits, or the right count with a digit misread; and whether the row has touching pairs).
 """
 
 from __future__ import annotations
@@ -42,23 +45,36 @@ def main() -> None:
             per_style[part].append(bool(ok))
 
     rng = np.random.default_rng(args.seed + 1)
-    strings_ok, digits_ok, digits_total = 0, 0, 0
+    strings_ok, digits_ok, digits_total, number_seconds = 0, 0, 0, 0.0
+    causes: collections.Counter[str] = collections.Counter()  # why a row was misread
     for _ in range(args.numbers):
-        image, text = compose_number(test.images, test.labels, rng, user_like=bool(rng.random() < 0.5))
+        image, text, boxes = compose_number(test.images, test.labels, rng, user_like=bool(rng.random() < 0.5),
+                                            return_boxes=True)
+        t0 = time.perf_counter()
         read = rec.read_number(image).text
+        number_seconds += time.perf_counter() - t0
         strings_ok += read == text
         digits_ok += sum(a == b for a, b in zip(read, text, strict=False)) if len(read) == len(text) else 0
         digits_total += len(text)
+        if read != text:
+            touching = any(b[0] <= a[2] for a, b in zip(boxes[:-1], boxes[1:], strict=True))
+            count = "too few digits" if len(read) < len(text) else "too many digits" if len(read) > len(text) else ""
+            causes[f"{count or 'right count, misread'}{' (touching pair in row)' if touching else ''}"] += 1
 
     result = dict(model=rec.name, n=args.n, seed=args.seed, accuracy=float(correct.mean()),
                   images_per_second=args.n / seconds,
                   per_style={k: dict(n=len(v), accuracy=float(np.mean(v))) for k, v in sorted(per_style.items())},
                   numbers=args.numbers, number_accuracy=strings_ok / max(args.numbers, 1),
-                  number_digit_accuracy=digits_ok / max(digits_total, 1))
+                  number_digit_accuracy=digits_ok / max(digits_total, 1),
+                  numbers_per_second=args.numbers / max(number_seconds, 1e-9), number_errors=dict(causes))
     print(f"model: {rec.name}")
     print(f"user-like single digits: {100 * result['accuracy']:.2f} % of {args.n} (seed {args.seed})")
     print(f"composed numbers (4-10 digits, --multi): {100 * result['number_accuracy']:.2f} % whole-string "
           f"of {args.numbers}")
+    print(f"  per digit (rows read with the right count): {100 * result['number_digit_accuracy']:.2f} %, "
+          f"{result['numbers_per_second']:.1f} numbers/s")
+    for cause, n in causes.most_common():
+        print(f"  misread rows, {cause}: {n}")
     print("| style element | n | accuracy |\n|---|---|---|")
     for k, v in result["per_style"].items():
         print(f"| {k} | {v['n']} | {100 * v['accuracy']:.2f} % |")

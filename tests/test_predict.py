@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,68 @@ def test_cli_predict_multi(tmp_path, test_set):
     assert record["text"] == text and len(record["digits"]) == 6
     boxes = [d["box"] for d in record["digits"]]
     assert all(len(b) == 4 for b in boxes) and [b[0] for b in boxes] == sorted(b[0] for b in boxes)
+
+
+@pytest.fixture(scope="module")
+def big_folder(tmp_path_factory, test_set):
+    """Enough images for `digitrec predict` to preprocess in worker processes, with bad files among them."""
+    folder = tmp_path_factory.mktemp("many")
+    rng = np.random.default_rng(12)
+    for k in range(40):
+        pixels = render_user_like(test_set.images[int(rng.integers(len(test_set)))], rng, "paper+lighting")
+        (folder / f"d{k:02d}.{'jpg' if k % 2 else 'png'}").write_bytes(encode(pixels, "JPEG" if k % 2 else "PNG", 90))
+    (folder / "d05.jpg").write_text("not an image")
+    (folder / "d17.png").write_bytes(b"")
+    return folder
+
+
+def _api_records(rec, folder: Path) -> list[dict]:
+    """What `predict --json` should print, computed in-process by Recognizer.predict_many."""
+    files = sorted(str(f) for f in folder.iterdir())
+    out = []
+    for f, result in zip(files, rec.predict_many(files, errors="return"), strict=True):
+        if isinstance(result, ImageError):
+            out.append(dict(file=f, error=str(result), digit=None, confidence=None, probabilities=None, unsure=True))
+        else:
+            out.append(dict(file=f, **result.to_dict(), error=None))
+    return out
+
+
+def _same_records(got: list[dict], want: list[dict]) -> None:
+    assert [r["file"] for r in got] == [r["file"] for r in want]
+    for g, w in zip(got, want, strict=True):
+        keys = ("digit", "error", "unsure", "box")
+        assert [g.get(k) for k in keys] == [w.get(k) for k in keys]
+        if w["probabilities"] is not None:  # same batches, so same numbers (up to the last rounded digit)
+            np.testing.assert_allclose(g["probabilities"], w["probabilities"], atol=2e-6)
+
+
+def test_cli_predict_with_worker_processes_matches_the_api(rec, big_folder):
+    proc = run_cli("predict", str(big_folder), "--json", "--model", "best")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr  # 1: two files are unreadable
+    _same_records([json.loads(line) for line in proc.stdout.splitlines()], _api_records(rec, big_folder))
+
+
+def test_predict_workers_across_uneven_chunks_and_failing_workers(rec, big_folder, monkeypatch, capsys):
+    """Chunks that split worker batches, more workers than cores, and workers that fail every batch (the
+    parent redoes them): the output is still every file, in order, with the API's answers."""
+    from digitrec.cli import main, predict_cmd
+
+    parent = os.getpid()
+    original = predict_cmd._prepare
+
+    def flaky(batch):
+        if os.getpid() != parent:
+            raise RuntimeError("worker failure")
+        return original(batch)
+
+    want = _api_records(rec, big_folder)
+    monkeypatch.setattr(predict_cmd, "CHUNK", 7)
+    monkeypatch.setattr(predict_cmd, "TASK", 3)
+    monkeypatch.setattr(predict_cmd, "_cpus", lambda: 3)
+    for prepare in (original, flaky):
+        monkeypatch.setattr(predict_cmd, "_prepare", prepare)
+        with pytest.raises(SystemExit) as exited:  # 1: two files are unreadable
+            main(["predict", str(big_folder), "--json", "--model", "best"])
+        assert exited.value.code == 1
+        _same_records([json.loads(line) for line in capsys.readouterr().out.splitlines()], want)

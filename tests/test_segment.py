@@ -86,8 +86,9 @@ def test_read_number_recognition_guided(mnist_test):
         reading = rec.read_number(image)
         assert all(p.box is not None for p in reading.digits)
         right += reading.text == text
-    # Measured 89/100 (split_digits + classify: 87); misses: touching pairs without a clean cut path, misread digits.
-    assert right >= 86
+    # Measured 96/100 (before the lattice across groups and the logit evidence: 89; split_digits + classify:
+    # 87); misses: touching pairs without a clean cut path, digits the classifier misreads even alone.
+    assert right >= 93
 
 
 def test_segment_with_scores_blank_and_single(mnist_test):
@@ -98,3 +99,64 @@ def test_segment_with_scores_blank_and_single(mnist_test):
     crops = segment_with_scores(mnist_test.images[0], uniform)
     assert len(crops) == 1
     assert np.abs(crops[0].image - to_mnist(mnist_test.images[0]).image).mean() < 0.01
+
+
+@pytest.fixture(scope="module")
+def best():
+    from digitrec import Recognizer
+
+    return Recognizer.load(model="best")
+
+
+def _row(digits: list[np.ndarray], gaps: list[int]) -> np.ndarray:
+    """MNIST digits side by side (trimmed to their ink columns), `gaps` px apart (<= 0: touching)."""
+    pieces = [d[:, np.flatnonzero(d.any(axis=0))[0]:np.flatnonzero(d.any(axis=0))[-1] + 1] for d in digits]
+    width = sum(p.shape[1] for p in pieces) + sum(gaps) + 12
+    row = np.zeros((36, width), dtype=np.uint8)
+    x = 6
+    for piece, gap in zip(pieces, [*gaps, 0], strict=True):
+        np.maximum(row[4:32, x:x + piece.shape[1]], piece, out=row[4:32, x:x + piece.shape[1]])
+        x += piece.shape[1] + gap
+    return row
+
+
+def test_touching_pairs_are_split(mnist_test, best):
+    """Two digits overlapping by 1 px (their ink merges into one component), a 1 among them: the classic
+    failure is one confident digit read from the pair. Fixed picks; most pairs must come out right."""
+    rng = np.random.default_rng(5)
+    ones = np.flatnonzero(mnist_test.labels == 1)
+    right = 0
+    for _ in range(30):
+        a, b = int(rng.choice(ones)), int(rng.integers(len(mnist_test)))
+        if rng.random() < 0.5:
+            a, b = b, a
+        image = _row([mnist_test.images[a], mnist_test.images[b]], [-1])
+        right += best.read_number(image).text == f"{mnist_test.labels[a]}{mnist_test.labels[b]}"
+    assert right >= 21  # measured 23/30 (before the lattice across groups: 22)
+
+
+def test_broken_strokes_are_one_digit(mnist_test, best):
+    """A digit broken by a 2 px gap across its middle (two ink groups, one above the other, or a 7's
+    stem apart from its bar) between two whole neighbours is still one digit."""
+    rng = np.random.default_rng(6)
+    right = 0
+    for _ in range(20):
+        i, j, k = rng.integers(len(mnist_test), size=3)
+        broken = mnist_test.images[j].copy()
+        rows = np.flatnonzero(broken.any(axis=1))
+        cut = int(rng.integers(rows[0] + 6, rows[-1] - 5))
+        broken[cut:cut + 2] = 0
+        image = _row([mnist_test.images[i], broken, mnist_test.images[k]], [6, 6])
+        right += best.read_number(image).text == "".join(str(mnist_test.labels[n]) for n in (i, j, k))
+    assert right >= 14  # measured 16/20; the misses are mostly digits the gap makes unreadable
+
+
+def test_read_number_bad_input(best):
+    """Blank pages give an empty, unsure reading; noise gives some reading; unreadable input an ImageError."""
+    blank = best.read_number(np.full((80, 400), 255, np.uint8))
+    assert blank.text == "" and blank.unsure and blank.digits == []
+    noise = best.read_number(np.random.default_rng(0).integers(0, 256, (120, 500), dtype=np.uint8))
+    assert isinstance(noise.text, str) and all(c.isdigit() for c in noise.text)
+    for bad in (b"not an image", np.zeros((1, 1), np.uint8)):  # a clear one-line error
+        with pytest.raises(ImageError):
+            best.read_number(bad)

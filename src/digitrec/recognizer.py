@@ -110,12 +110,15 @@ class Recognizer:
         return str(self.checkpoint.path)
 
     # --- core: 28x28 arrays in, predictions out --------------------------------------------------
+    def _logits(self, images: np.ndarray) -> np.ndarray:
+        """Raw logits [N, 10] for MNIST-normalised float images [N, 28, 28], batched."""
+        with torch.inference_mode():
+            return predict_logits(self.model, np.asarray(images, np.float32), batch_size=512,
+                                  device=self.device, tta=self.tta)
+
     def classify(self, images: np.ndarray) -> np.ndarray:
         """Calibrated probabilities [N, 10] for MNIST-normalised float images [N, 28, 28]."""
-        with torch.inference_mode():
-            logits = predict_logits(self.model, np.asarray(images, np.float32), batch_size=512,
-                                    device=self.device, tta=self.tta)
-        return softmax(logits, self.temperature)
+        return softmax(self._logits(images), self.temperature)
 
     def _predictions(self, prepared: Sequence[Prepared], probs: np.ndarray | None = None) -> list[Prediction]:
         """Predictions for prepared digits; `probs` (one row per inked digit) skips classifying again."""
@@ -165,6 +168,10 @@ class Recognizer:
         predictions = iter(self._predictions(good))
         return [next(predictions) if isinstance(p, Prepared) else p for p in prepared]
 
+    def predict_prepared(self, prepared: Sequence[Prepared]) -> list[Prediction]:
+        """Digits already through `preprocess.to_mnist` (e.g. in worker processes): one batched forward pass."""
+        return self._predictions(prepared)
+
     def predict_array(self, images: np.ndarray) -> list[Prediction]:
         """Already MNIST-normalised arrays [N, 28, 28] (uint8 0..255 or float 0..1), no preprocessing."""
         images = np.asarray(images)
@@ -179,11 +186,13 @@ class Recognizer:
         """Several digits in a row (a year, a phone number, a meter): segment, then read each."""
         scored: dict[bytes, np.ndarray] = {}
 
-        def score(batch: np.ndarray) -> np.ndarray:
-            # Remember every candidate's probabilities, so the chosen crops are not classified twice.
-            probs = self.classify(batch)
+        def score(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            # One forward pass over every candidate crop; remember the probabilities, so the chosen crops
+            # are not classified twice. The calibrated logits tell a clean digit from a confident fragment.
+            logits = self._logits(batch)
+            probs = softmax(logits, self.temperature)
             scored.update((np.asarray(img, np.float32).tobytes(), p) for img, p in zip(batch, probs, strict=True))
-            return probs
+            return probs, logits / self.temperature
 
         crops = segment_with_scores(image, score)  # cuts chosen with the classifier's help
         if not crops:
