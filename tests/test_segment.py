@@ -86,9 +86,10 @@ def test_read_number_recognition_guided(mnist_test):
         reading = rec.read_number(image)
         assert all(p.box is not None for p in reading.digits)
         right += reading.text == text
-    # Measured 96/100 (before the lattice across groups and the logit evidence: 89; split_digits + classify:
-    # 87); misses: touching pairs without a clean cut path, digits the classifier misreads even alone.
-    assert right >= 93
+    # Measured 98/100 (with candidate cuts as wiggly as `split_digits`'s: 96; before the lattice across groups
+    # and the logit evidence: 89; split_digits + classify: 87); misses: touching pairs without a clean cut
+    # path, digits the classifier misreads even alone.
+    assert right >= 95
 
 
 def test_segment_with_scores_blank_and_single(mnist_test):

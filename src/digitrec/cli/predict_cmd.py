@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import sys
 from collections.abc import Iterable, Iterator
@@ -71,103 +70,53 @@ def _prepare(batch: list[str]) -> list:
     return out
 
 
+def _prepare_in_worker(batch: list[str]) -> list:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    return _prepare(batch)
+
+
 class _Prefetch:
-    """Preprocesses `files` in batches of TASK, in forked worker processes and, once the model is loaded, in
-    this process too, all taking the next batch from one shared counter.
+    """Preprocesses `files` in batches of TASK in a pool of forked processes; `take` hands results out in
+    file order.
 
     Why: preprocessing is many small numpy/scipy calls that hold the GIL, so threads run it at one core's
-    speed; processes do not. The workers are forked before torch is imported (start-up and model loading
-    take ~2 s of one core), leaving that core to the import: cpus - 1 workers, and this process joins in
-    when it has nothing to classify. A worker that dies or fails leaves its batch to be redone here, where
-    a genuine bug raises as it would have without workers."""
+    speed; processes do not. The pool is forked before torch is imported, so it works through the first
+    batches while this process imports torch and loads the model (~2 s of one core). A batch whose worker
+    failed or died is redone here, where a genuine bug raises as it would have without workers."""
 
     def __init__(self, files: list[str], workers: int):
         import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
         import digitrec.preprocess  # noqa: F401  imported once here, inherited by every worker
 
-        ctx = multiprocessing.get_context("fork")
         self.batches = [files[i:i + TASK] for i in range(0, len(files), TASK)]
-        self.results: dict[int, list] = {}  # batch number -> its results, until taken
-        self.ready: list = []  # results of taken batches not yet handed out (chunks need not be whole batches)
-        self.next = 0  # the batch to take next
-        self.failed: set[int] = set()  # batches a worker gave up on: redone here
-        self.counter = ctx.RawValue("l", 0)
-        self.lock = ctx.Lock()
-        self.conns, self.procs = [], []
-        for _ in range(workers):
-            recv, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=self._work, args=(send,), daemon=True)
-            proc.start()
-            send.close()
-            self.conns.append(recv)
-            self.procs.append(proc)
-
-    def _claim(self) -> int | None:
-        with self.lock:
-            k = self.counter.value
-            if k >= len(self.batches):
-                return None
-            self.counter.value = k + 1
-            return k
-
-    def _work(self, send) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-        while (k := self._claim()) is not None:
-            try:
-                send.send((k, _prepare(self.batches[k])))
-            except Exception:  # noqa: BLE001  the parent redoes this batch and reports the error itself
-                send.send((k, None))
-                return
-
-    def _collect(self, timeout: float) -> None:
-        from multiprocessing.connection import wait
-
-        for conn in wait(self.conns, timeout):
-            try:
-                k, result = conn.recv()
-            except (EOFError, OSError, ValueError, pickle.UnpicklingError):  # the worker exited (done or killed)
-                self.conns.remove(conn)
-                continue
-            if result is None:
-                self.failed.add(k)
-            else:
-                self.results[k] = result
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        self.futures = [self.pool.submit(_prepare_in_worker, batch) for batch in self.batches]
+        self.next = 0  # the batch to hand out next
+        self.ready: list = []  # results of finished batches not yet handed out
 
     def take(self, count: int) -> list:
         """The next `count` results, in file order (Prepared, or the DigitrecError of an unreadable file)."""
         while len(self.ready) < count:
             k = self.next
-            while k not in self.results:
-                self._collect(0)
-                if k in self.results:
-                    break
-                mine = k if k in self.failed else self._claim()
-                if mine is not None:
-                    self.results[mine] = _prepare(self.batches[mine])
-                elif self.conns:
-                    self._collect(1.0)
-                else:  # every batch claimed, every worker gone, and this one never arrived: redo it
-                    self.results[k] = _prepare(self.batches[k])
-            self.ready.extend(self.results.pop(k))
-            self.next = k + 1
+            try:
+                self.ready.extend(self.futures[k].result())
+            except Exception:  # noqa: BLE001  a failed or killed worker: redo the batch here
+                self.ready.extend(_prepare(self.batches[k]))
+            self.next += 1
         out, self.ready = self.ready[:count], self.ready[count:]
         return out
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.is_alive():
-                proc.terminate()
-            proc.join()
-        for conn in self.conns:
-            conn.close()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _start_workers(files: list[str]) -> _Prefetch | None:
     """A `_Prefetch` for `files`, or None where fork is unavailable or not worth it (then the caller uses
     Recognizer.predict_many, threads in this process)."""
-    workers = min(_cpus() - 1, len(files) // TASK - 1)
-    if workers < 1 or not sys.platform.startswith("linux"):  # fork is safe on Linux; elsewhere, threads
+    workers = min(_cpus(), len(files) // TASK)
+    if workers < 2 or not sys.platform.startswith("linux"):  # fork is safe on Linux; elsewhere, threads
         return None
     return _Prefetch(files, workers)
 
