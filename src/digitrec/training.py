@@ -234,8 +234,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     # CUDA graphs need a capturable optimiser and one process; Adam(W) has the capturable fused kernel.
+    # (Graph-safe custom generators, for the augmentation's RNG, arrived in torch 2.5; older torch runs eagerly.)
     graphed = (config.cuda_graphs and device.type == "cuda" and world == 1
-               and recipe["optimizer"] in ("adam", "adamw"))
+               and recipe["optimizer"] in ("adam", "adamw")
+               and hasattr(torch.cuda.CUDAGraph, "register_generator_state"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
     optimizer = make_optimizer(model, recipe, device, capturable=graphed)
