@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -191,6 +191,8 @@ def test_scale_invariance_on_average(mnist_test):
 
 @settings(max_examples=25, deadline=None)
 @given(index=st.integers(0, 9999), scale=st.integers(1, 8))
+@example(index=614, scale=2).xfail(reason="known bug: the dark-on-light path draws this 3 thinner and 1 px left "
+                                          "(mean difference 0.044)", raises=AssertionError)
 def test_polarity_invariance(mnist_test, index, scale):
     digit = np.asarray(Image.fromarray(mnist_test.images[index]).resize((28 * scale, 28 * scale)))
     a, b = to_mnist(digit).image, to_mnist(255 - digit).image
