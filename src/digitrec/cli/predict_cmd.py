@@ -70,9 +70,12 @@ def _prepare(batch: list[str]) -> list:
     return out
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # in workers: Ctrl-C is the parent's to handle
+
+
 def _prepare_in_worker(batch: list[str]) -> list:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    return _prepare(batch)
+    return _prepare(batch)  # looked up when called, in the worker: the pool pickles this function by name
 
 
 class _Prefetch:
@@ -91,7 +94,8 @@ class _Prefetch:
         import digitrec.preprocess  # noqa: F401  imported once here, inherited by every worker
 
         self.batches = [files[i:i + TASK] for i in range(0, len(files), TASK)]
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                        initializer=_ignore_sigint)
         self.futures = [self.pool.submit(_prepare_in_worker, batch) for batch in self.batches]
         self.next = 0  # the batch to hand out next
         self.ready: list = []  # results of finished batches not yet handed out
