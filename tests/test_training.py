@@ -17,6 +17,7 @@ from clirun import run_cli
 
 from digitrec.augment import augment_batch, tta_views
 from digitrec.metrics import expected_calibration_error, fit_temperature, nll, softmax, summarize
+from digitrec.models import FlattenHWC, build_model
 from digitrec.training import EMA
 
 
@@ -97,6 +98,37 @@ def test_summary_and_ece():
 def _train_args(out: Path, *extra: str) -> list[str]:
     return ["train", "--model", "mlp", "--epochs", "3", "--batch-size", "512", "--seed", "5", "--json",
             "--no-progress", "--out", str(out), *extra]
+
+
+def test_flatten_hwc_is_a_view_for_channels_last_and_keeps_gradients_channels_last():
+    x = torch.randn(4, 8, 7, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = FlattenHWC()(x)
+    assert y.data_ptr() == x.data_ptr()  # no copy
+    assert torch.equal(y, x.permute(0, 2, 3, 1).reshape(4, -1))
+    (y * torch.arange(y.shape[1])).sum().backward()
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    # Same values whatever the input layout, so inference on plain NCHW batches is unchanged.
+    assert torch.equal(FlattenHWC()(x.detach().contiguous()), y.detach())
+
+
+def test_fast_model_gives_same_logits_in_both_memory_formats():
+    model = build_model("fast").eval()
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        plain = model(x)
+        cl = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(plain, cl, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("epochs, steps, rows", [("0.05", 30, 1), ("1.5", 900, 2)])
+def test_fractional_epochs_stop_the_last_epoch_early(tmp_path, epochs, steps, rows):
+    proc = run_cli("train", "--model", "mlp", "--epochs", epochs, "--batch-size", "100", "--threads", "1",
+                   "--json", "--no-progress", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["steps"] == steps
+    card = json.loads(Path(result["checkpoint"]).read_text())
+    assert card["steps"] == steps and len(card["history"]) == rows
 
 
 def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path):

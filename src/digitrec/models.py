@@ -41,6 +41,18 @@ def conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, padding: int | None 
     return [nn.Conv2d(c_in, c_out, k, stride, padding, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
+class FlattenHWC(nn.Module):
+    """Flatten in (H, W, C) order instead of nn.Flatten's (C, H, W).
+
+    Why: for a channels_last activation this is a free view, and the gradient flowing back stays
+    channels_last. nn.Flatten copies, and its NCHW gradient met channels_last activations in ReLU's and
+    BatchNorm's backward, which then ran 4x slower (a third of `fast`'s CPU step).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1).flatten(1)
+
+
 def fast(classes: int = 10, c1: int = 16, c2: int = 32, hidden: int = 128, pool: bool = False) -> nn.Module:
     """Smallest net that reaches 99 % in one epoch on a CPU.
 
@@ -55,7 +67,7 @@ def fast(classes: int = 10, c1: int = 16, c2: int = 32, hidden: int = 128, pool:
         Normalize(),
         *conv_bn(1, c1, 5, stride=s, padding=2), *down,      # 28 -> 14
         *conv_bn(c1, c2, 3, stride=s, padding=1), *down,     # 14 -> 7
-        nn.Flatten(), nn.Linear(c2 * 49, hidden), nn.ReLU(inplace=True),
+        FlattenHWC(), nn.Linear(c2 * 49, hidden), nn.ReLU(inplace=True),
         nn.Linear(hidden, classes),
     )
 

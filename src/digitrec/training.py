@@ -8,6 +8,7 @@ validation each epoch, resumable state each epoch, and DDP when launched by torc
 from __future__ import annotations
 
 import copy
+import math
 import os
 import sys
 import time
@@ -68,9 +69,10 @@ def resolve_recipe(config: TrainConfig) -> dict[str, Any]:
     if unknown:
         raise UsageError(f"unknown augmentation(s): {', '.join(sorted(unknown))}; "
                          f"choose from: {', '.join(AUGMENTATIONS)}")
-    for key in ("epochs", "batch_size"):
-        if int(recipe[key]) < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {recipe[key]}")
+    if int(recipe["batch_size"]) < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {recipe['batch_size']}")
+    if not float(recipe["epochs"]) > 0:
+        raise UsageError(f"--epochs must be positive, got {recipe['epochs']}")
     if not float(recipe["lr"]) > 0:
         raise UsageError(f"--lr must be positive, got {recipe['lr']}")
     return recipe
@@ -245,8 +247,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     # drop_last: a ragged final batch has a new shape, and oneDNN JIT-compiles fresh kernels for it
     # (measurable in a 3-second run); the dropped images come back in other epochs' random orders.
     steps_per_epoch = max(n_train // batch, 1)
-    epochs = int(recipe["epochs"])
-    schedule = make_schedule(optimizer, recipe, steps_per_epoch * epochs)
+    # Fractional epochs (e.g. 0.8) end the last epoch early: the schedule spans exactly the steps taken.
+    total_steps = max(1, round(float(recipe["epochs"]) * steps_per_epoch))
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    schedule = make_schedule(optimizer, recipe, total_steps)
     ema = EMA(model, float(recipe["ema"])) if recipe.get("ema") else None
     train_model: nn.Module = model
     if world > 1:
@@ -312,7 +316,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         loss_sum.zero_()
         correct.zero_()
         seen = 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", file=sys.stderr,
+        epoch_steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
+        bar = tqdm(range(epoch_steps), desc=f"epoch {epoch + 1}/{epochs}", file=sys.stderr,
                    disable=not config.progress or rank != 0, leave=False, mininterval=0.5,
                    dynamic_ncols=True)
         for i in bar:
@@ -367,7 +372,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             model=config.model, hparams=dict(config.model_kwargs), recipe=recipe, dataset=config.dataset,
             data_sha256={**train_data.sha256, **test_data.sha256}, classes=list(train_data.classes),
             seed=config.seed, val=config.val, tta=config.tta, temperature=temperature,
-            parameters=count_parameters(model), train_seconds=train_seconds, device=str(device),
+            parameters=count_parameters(model), steps=step, train_seconds=train_seconds, device=str(device),
             world_size=world, threads=torch.get_num_threads(), command=config.command,
             metrics=dict(test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
                          per_class=metrics["per_class"]),
@@ -375,8 +380,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         )
         card_path = checkpoint.save(out_stem, final, card)
         resume_path.unlink(missing_ok=True)
-        result = dict(model=config.model, dataset=config.dataset, epochs=epochs, seed=config.seed,
-                      test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
+        result = dict(model=config.model, dataset=config.dataset, epochs=recipe["epochs"], steps=step,
+                      seed=config.seed, test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
                       train_seconds=round(train_seconds, 3), checkpoint=str(card_path),
                       val_accuracy=history[-1].get("val_accuracy"), device=str(device), world_size=world,
                       parameters=card["parameters"])

@@ -47,7 +47,8 @@ def _parse_arch(text: str | None) -> dict[str, int | float]:
 @app.command()
 @click.option("--model", default="mlp", show_default=True, help="mlp (the seed), fast, or best")
 @options.dataset
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: the model's recipe.")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Default: the model's recipe. A fraction (e.g. 0.8) stops the last epoch early.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
