@@ -26,7 +26,7 @@ def data_app() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from digitrec.cli import data_cmd, demo_cmd, predict_cmd, report_cmd, train_cmd  # noqa: F401
+    from digitrec.cli import data_cmd, demo_cmd, predict_cmd, reader_cmd, report_cmd, train_cmd  # noqa: F401
 
     try:
         app.main(args=argv, prog_name="digitrec", standalone_mode=False)

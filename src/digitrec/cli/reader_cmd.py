@@ -1,0 +1,45 @@
+"""`digitrec train-reader`: train the row reader (CRNN + CTC) used by `predict --multi`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import click
+
+from digitrec.cli import app, options
+
+
+@app.command("train-reader")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimiser steps (default: the recipe's).")
+@click.option("--rows", type=click.IntRange(min=1), default=None,
+              help="Training rows composed from MNIST training digits (default: the recipe's).")
+@click.option("--val-rows", type=click.IntRange(min=1), default=None,
+              help="Validation rows, from held-out training digits (default: the recipe's).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--width", type=click.IntRange(min=4), default=None, help="Channels of the first conv (default 24).")
+@click.option("--hidden", type=click.IntRange(min=4), default=None, help="GRU size per direction (default 64).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
+@options.data_dir
+@click.option("--out", default="runs/reader-s{seed}", show_default=True, help="Output folder.")
+@options.json_out
+def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, threads, data_dir, out, json_out) -> None:
+    """Train the multi-digit row reader on composed rows; write OUT/reader.safetensors + reader.json."""
+    from digitrec.reader_training import ReaderConfig
+    from digitrec.reader_training import train_reader as run
+
+    given = dict(steps=steps, rows=rows, val_rows=val_rows, batch=batch_size, lr=lr, width=width, hidden=hidden)
+    command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
+    config = ReaderConfig(seed=seed, threads=threads, command=command,
+                          **{k: v for k, v in given.items() if v is not None})
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr if json_out else sys.stdout, flush=True)
+
+    result = run(config, out.format(seed=seed), log=log, data_dir=data_dir)
+    print(f"validation {100 * result['val_string_accuracy']:.2f} % whole-string  "
+          f"train {result['train_seconds']:.1f}s  -> {result['checkpoint']}")
+    if json_out:
+        print(json.dumps(result))

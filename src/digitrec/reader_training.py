@@ -1,0 +1,267 @@
+"""Training the row reader (`reader.CRNN`) with CTC on rows composed from MNIST *training* digits.
+
+Rows come from `synth.compose_number` (the spacing and touching of the benchmark's rows, half user-like)
+drawn from training digits only, and go through `reader.line_image`, the normalisation used when
+reading. They are made once, in parallel worker processes, into one in-memory uint8 array; training
+then only slices batches (rows of similar width together, to waste little padding) and augments them
+batched in torch: stroke weight, blur, contrast, scale, stretch, slant and small vertical shifts.
+Validation rows are composed from a held-out part of the training set (never from MNIST's test set,
+which is for the benchmark's final figures only).
+
+    digitrec train-reader --out runs/reader [--steps N --rows N --seed S]
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from digitrec import checkpoint
+from digitrec.data import load_dataset
+from digitrec.reader import BLANK, CRNN, LINE_HEIGHT, MULTIPLE, STRIDE, Reader, ctc_greedy, line_image
+from digitrec.synth import compose_number
+
+__all__ = ["ReaderConfig", "RowSet", "augment", "make_rows", "string_accuracy", "train_reader", "validation_split"]
+
+# Validation rows are composed from the 1,000 training digits the bundled `best` held out (`digitrec train
+# --val 1000 --seed 0`): unseen by the reader and by the digit model, so figures for the fused reading
+# (reader + digit model) are not flattered by digits the digit model was trained on.
+VAL_DIGITS, VAL_SEED = 1000, 0
+
+
+def validation_split(n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices the reader trains on, held-out indices for validation rows) of the MNIST training set."""
+    order = np.random.default_rng(10_000 + VAL_SEED).permutation(n_images)  # as training.split_validation
+    return np.sort(order[VAL_DIGITS:]), np.sort(order[:VAL_DIGITS])
+
+MAX_WIDTH = 480  # line columns kept (a row of 10 wide digits is ~400)
+
+
+@dataclass
+class RowSet:
+    """Normalised lines, zero-padded: `lines` uint8 [N, LINE_HEIGHT, MAX_WIDTH], `widths` [N], `targets`
+    int [N, 10] (digits, padded with BLANK), `lengths` [N], and `texts`."""
+
+    lines: np.ndarray
+    widths: np.ndarray
+    targets: np.ndarray
+    lengths: np.ndarray
+    texts: list[str]
+
+
+_POOL_DATA: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _rows_chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """`count` rows of seed (seed, chunk), composed and normalised (runs in a worker process)."""
+    seed, chunk, count = args
+    assert _POOL_DATA is not None
+    images, labels = _POOL_DATA
+    rng = np.random.default_rng([seed, chunk])
+    lines = np.zeros((count, LINE_HEIGHT, MAX_WIDTH), dtype=np.uint8)
+    widths = np.zeros(count, dtype=np.int64)
+    texts: list[str] = []
+    for k in range(count):
+        image, text = compose_number(images, labels, rng, user_like=bool(rng.random() < 0.5))
+        line = line_image(image)
+        if line is None:  # cannot happen for composed rows; keep the slot empty and its text empty
+            texts.append("")
+            continue
+        w = min(line.image.shape[1], MAX_WIDTH)
+        lines[k, :, :w] = np.round(line.image[:, :w] * 255)
+        widths[k] = w
+        texts.append(text)
+    return lines, widths, texts
+
+
+def make_rows(images: np.ndarray, labels: np.ndarray, n: int, seed: int, workers: int | None = None,
+              chunk: int = 250) -> RowSet:
+    """`n` composed rows of `images` through `line_image`, made in `workers` forked processes."""
+    global _POOL_DATA
+    _POOL_DATA = (images, labels)
+    jobs = [(seed, c, min(chunk, n - c * chunk)) for c in range(math.ceil(n / chunk))]
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    try:
+        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                parts = pool.map(_rows_chunk, jobs)
+        else:
+            parts = [_rows_chunk(j) for j in jobs]
+    finally:
+        _POOL_DATA = None
+    texts = [t for p in parts for t in p[2]]
+    targets = np.full((n, 10), BLANK, dtype=np.int64)
+    lengths = np.array([len(t) for t in texts], dtype=np.int64)
+    for k, t in enumerate(texts):
+        targets[k, :len(t)] = [int(c) for c in t]
+    return RowSet(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), targets, lengths,
+                  texts)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Batched augmentation of lines [B, 1, H, W] in [0, 1]: per line, a random affine map (scale 0.85-1.12,
+    horizontal stretch 0.9-1.1, slant, vertical shift of up to 2 px), stroke weight (towards a 3x3
+    dilation or erosion), blur, contrast (gamma) and a little noise."""
+    b, _, h, w = x.shape
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(b, 1, 1, generator=gen) * (hi - lo) + lo
+
+    scale = uniform(0.85, 1.12)
+    stretch = uniform(0.9, 1.1)
+    slant = uniform(-0.25, 0.25)
+    shift = uniform(-2.0, 2.0)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    cy = (h - 1) / 2
+    src_y = (ys - cy - shift) / scale + cy
+    src_x = (xs - 8.0) / (scale * stretch) + 8.0 + slant * (ys - cy)
+    grid = torch.stack([(2 * src_x + 1) / w - 1, (2 * src_y + 1) / h - 1], dim=-1)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    weight = uniform(-0.6, 0.8).unsqueeze(1)
+    thick = F.max_pool2d(x, 3, 1, 1)
+    thin = -F.max_pool2d(-x, 3, 1, 1)
+    x = torch.where(weight > 0, x + weight * (thick - x), x + weight.abs() * (thin - x))
+    blur = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    x = x + uniform(0.0, 0.7).unsqueeze(1) * (blur - x)
+    x = x.clamp(0, 1) ** torch.exp(uniform(-0.4, 0.4)).unsqueeze(1)
+    x = x + torch.randn(x.shape, generator=gen) * uniform(0.0, 0.05).unsqueeze(1)
+    return x.clamp(0, 1)
+
+
+def _batches(widths: np.ndarray, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Index batches of rows of similar width (sorted after a shuffle, then batch order shuffled)."""
+    order = rng.permutation(len(widths))
+    order = order[np.argsort(widths[order], kind="stable")]
+    chunks = [order[i:i + batch] for i in range(0, len(order) - batch + 1, batch)]
+    return [chunks[i] for i in rng.permutation(len(chunks))]
+
+
+def _lines_tensor(lines: np.ndarray, widths: np.ndarray, extra: int = 0) -> torch.Tensor:
+    """uint8 padded lines -> float [B, 1, H, W] cut to the batch's widest (plus `extra`, rounded up to
+    MULTIPLE)."""
+    w = min(int(widths.max()) + extra, lines.shape[2])
+    w += -w % MULTIPLE
+    out = torch.from_numpy(lines[:, :, :w]).float().div_(255).unsqueeze(1)
+    if out.shape[-1] < w:
+        out = F.pad(out, (0, w - out.shape[-1]))
+    return out
+
+
+def read_rows(reader: Reader, rows: RowSet, batch: int = 128) -> list[str]:
+    """Greedy CTC text of each row of a RowSet."""
+    texts: list[str] = []
+    model = reader.model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(rows.widths), batch):
+            widths = rows.widths[i:i + batch]
+            out = model(_lines_tensor(rows.lines[i:i + batch], widths)).float().log_softmax(-1).numpy()
+            for o, w in zip(out, widths, strict=True):
+                texts.append("".join(str(d) for d, _, _ in ctc_greedy(o, math.ceil(int(w) / STRIDE))))
+    return texts
+
+
+def string_accuracy(read: list[str], truth: list[str]) -> float:
+    return float(np.mean([a == b for a, b in zip(read, truth, strict=True)])) if truth else 0.0
+
+
+@dataclass
+class ReaderConfig:
+    """The recipe. Defaults are what the bundled reader was trained with."""
+
+    steps: int = 4000
+    batch: int = 48
+    rows: int = 40000
+    val_rows: int = 1000
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    width: int = 24
+    hidden: int = 64
+    seed: int = 0
+    threads: int | None = None
+    command: str = ""
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[str], None] = _print,
+                 data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train a reader, validate it on held-out rows, write `out`/reader.safetensors + reader.json."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    train = load_dataset("mnist", "train", data_dir)
+    fit_idx, val_idx = validation_split(len(train.images))  # fixed, whatever the seed
+    t0 = time.perf_counter()
+    rows = make_rows(train.images[fit_idx], train.labels[fit_idx], config.rows, seed=config.seed)
+    val = make_rows(train.images[val_idx], train.labels[val_idx], config.val_rows, seed=10_000 + config.seed)
+    log(f"composed {config.rows} training rows and {config.val_rows} validation rows "
+        f"[{time.perf_counter() - t0:.1f}s]")
+
+    model = CRNN(width=config.width, hidden=config.hidden)
+    model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps,
+                                                   pct_start=0.1)
+    ctc = torch.nn.CTCLoss(blank=BLANK, zero_infinity=True)
+    gen = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    batches: list[np.ndarray] = []
+    step, loss_sum, seen = 0, 0.0, 0
+    model.train()
+    while step < config.steps:
+        if not batches:
+            batches = _batches(rows.widths, config.batch, rng)
+        idx = np.sort(batches.pop())
+        x = augment(_lines_tensor(rows.lines[idx], rows.widths[idx], extra=16), gen)
+        x = x.contiguous(memory_format=torch.channels_last)
+        # fp32: bf16 autocast made this model's step ~5x slower on the 2-core CPU (the GRU and the small
+        # convolutions fall back to slow paths)
+        log_probs = model(x).log_softmax(-1).transpose(0, 1)  # [T, B, C]
+        frames = torch.full((len(idx),), log_probs.shape[0], dtype=torch.long)
+        loss = ctc(log_probs, torch.from_numpy(rows.targets[idx]), frames, torch.from_numpy(rows.lengths[idx]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        loss_sum += float(loss.detach()) * len(idx)
+        seen += len(idx)
+        if step % 250 == 0 or step == config.steps:
+            log(f"step {step}/{config.steps}  ctc {loss_sum / seen:.4f}  [{time.perf_counter() - t0:.0f}s]")
+            loss_sum, seen = 0.0, 0
+    train_seconds = time.perf_counter() - t0
+
+    reader = Reader(model.eval(), {})
+    val_read = read_rows(reader, val)
+    val_accuracy = string_accuracy(val_read, val.texts)
+    log(f"validation: {100 * val_accuracy:.2f} % of {config.val_rows} rows read exactly")
+    card: dict[str, Any] = dict(
+        model="crnn-reader", bundled=False, hparams=dict(width=config.width, hidden=config.hidden),
+        recipe=dict(steps=config.steps, batch=config.batch, rows=config.rows, lr=config.lr,
+                    weight_decay=config.weight_decay, optimizer="adamw", schedule="onecycle", loss="ctc",
+                    bf16=False, augment="affine (scale, stretch, slant, shift), stroke, blur, gamma, noise",
+                    line=dict(height=LINE_HEIGHT, stride=STRIDE)),
+        dataset="mnist", data_sha256=dict(train.sha256), seed=config.seed,
+        split=dict(held_out_training_digits=VAL_DIGITS, as_digit_model_val_seed=VAL_SEED, val_rows=config.val_rows,
+                   val_row_seed=10_000 + config.seed),
+        parameters=sum(p.numel() for p in model.parameters()), train_seconds=round(train_seconds, 1),
+        threads=torch.get_num_threads(), command=config.command,
+        metrics=dict(val_string_accuracy=val_accuracy, val_rows=config.val_rows))
+    half = CRNN(width=config.width, hidden=config.hidden)
+    half.load_state_dict(model.state_dict())
+    card_path = checkpoint.save(Path(out) / "reader", half.half(), card)  # fp16 weights: half the size
+    return dict(checkpoint=str(card_path), val_string_accuracy=val_accuracy, train_seconds=round(train_seconds, 1),
+                steps=config.steps, seed=config.seed, parameters=card["parameters"])
