@@ -3,6 +3,7 @@ with uneven light, thick/thin pens, rotation, blur, JPEG, coloured ink, canvas e
 the same path as `digitrec predict`. Also: whole-string accuracy of `--multi` on composed numbers.
 
     python benchmarks/user_like_accuracy.py --n 2000 --numbers 300 [--model best|ensemble|fast]
+                                            [--method auto|reader|fused|segment]
 
 The composed-numbers line also prints per-digit accuracy, reading speed and why rows were misread (too
 few / too many digits, or the right count with a digit misread; and whether the row has touching pairs).
@@ -30,6 +31,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="bundled model (default: the Recognizer's default)")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--method", default="auto", choices=["auto", "reader", "fused", "segment"],
+                        help="read_number's method for the composed numbers (auto: fused when a reader is bundled)")
     args = parser.parse_args()
 
     test = load_dataset("mnist", "test")
@@ -51,7 +54,7 @@ def main() -> None:
         image, text, boxes = compose_number(test.images, test.labels, rng, user_like=bool(rng.random() < 0.5),
                                             return_boxes=True)
         t0 = time.perf_counter()
-        read = rec.read_number(image).text
+        read = rec.read_number(image, method=args.method).text
         number_seconds += time.perf_counter() - t0
         strings_ok += read == text
         digits_ok += sum(a == b for a, b in zip(read, text, strict=False)) if len(read) == len(text) else 0
@@ -61,7 +64,7 @@ def main() -> None:
             count = "too few digits" if len(read) < len(text) else "too many digits" if len(read) > len(text) else ""
             causes[f"{count or 'right count, misread'}{' (touching pair in row)' if touching else ''}"] += 1
 
-    result = dict(model=rec.name, n=args.n, seed=args.seed, accuracy=float(correct.mean()),
+    result = dict(model=rec.name, method=args.method, n=args.n, seed=args.seed, accuracy=float(correct.mean()),
                   images_per_second=args.n / seconds,
                   per_style={k: dict(n=len(v), accuracy=float(np.mean(v))) for k, v in sorted(per_style.items())},
                   numbers=args.numbers, number_accuracy=strings_ok / max(args.numbers, 1),
@@ -71,6 +74,7 @@ def main() -> None:
     print(f"user-like single digits: {100 * result['accuracy']:.2f} % of {args.n} (seed {args.seed})")
     print(f"composed numbers (4-10 digits, --multi): {100 * result['number_accuracy']:.2f} % whole-string "
           f"of {args.numbers}")
+    print(f"  read_number method: {args.method}")
     print(f"  per digit (rows read with the right count): {100 * result['number_digit_accuracy']:.2f} %, "
           f"{result['numbers_per_second']:.1f} numbers/s")
     for cause, n in causes.most_common():

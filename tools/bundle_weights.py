@@ -4,6 +4,7 @@ The members were trained by the project's own command (recorded in each card), e
     digitrec train --model best --seed S --val 1000 --tta --device cuda      for S = 0..7
 Usage:
     python tools/bundle_weights.py --best runs/best-s0 --members runs/best-s1 ... [--fast runs/fast-s0]
+    python tools/bundle_weights.py --reader runs/reader-s0       # the row reader (`digitrec train-reader`)
 The first checkpoint (--best) is also ensemble member 0, so its weights ship once.
 """
 
@@ -44,9 +45,25 @@ def copy_checkpoint(src: Path, name: str, command: str | None) -> Path:
     return dest
 
 
+def copy_reader(src: Path) -> Path:
+    """The row reader's card and weights as weights/reader.*; its card keeps its validation figures (it is
+    judged on the test set by benchmarks/user_like_accuracy.py, through read_number)."""
+    from digitrec.reader import READER_NAME, Reader
+
+    src = src / f"{READER_NAME}.json" if src.is_dir() else src.with_suffix(".json")
+    card = checkpoint.read_card(src)
+    shutil.copyfile(src.parent / card["weights"], WEIGHTS / f"{READER_NAME}.safetensors")
+    card["weights"] = f"{READER_NAME}.safetensors"
+    dest = WEIGHTS / f"{READER_NAME}.json"
+    dest.write_text(json.dumps(card, indent=2) + "\n")
+    Reader.load(dest)  # loads, or raises
+    return dest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--best", required=True, type=Path)
+    parser.add_argument("--best", type=Path)
+    parser.add_argument("--reader", type=Path, help="a `digitrec train-reader` output folder")
     parser.add_argument("--members", nargs="*", type=Path, default=[])
     parser.add_argument("--fast", type=Path)
     parser.add_argument("--command", default="digitrec train --model best --seed {seed} --val 1000 --tta "
@@ -57,6 +74,14 @@ def main() -> None:
         seed = checkpoint.read_card(checkpoint.resolve(path))["seed"]
         return args.command.format(seed=seed)
 
+    if args.reader:
+        print(copy_reader(args.reader))
+    if args.best is None:
+        if args.members or args.fast:
+            parser.error("--members and --fast need --best")
+        if not args.reader:
+            parser.error("give --best and/or --reader")
+        return
     cards = [copy_checkpoint(args.best, "best", command_for(args.best))]
     for k, member in enumerate(args.members, start=1):
         cards.append(copy_checkpoint(member, f"ensemble-{k}", command_for(member)))

@@ -8,6 +8,8 @@
 
 Every image goes through `preprocess` (MNIST's own normalisation), then the model; confidences are
 softmax probabilities after temperature scaling fitted on a validation split at training time.
+Rows of digits are read by the bundled sequence reader (`reader.py`, a CRNN trained with CTC), which
+needs no cuts between touching digits; without it, by segmentation plus the digit model (`segment.py`).
 """
 
 from __future__ import annotations
@@ -22,15 +24,20 @@ import numpy as np
 import torch
 
 from digitrec import checkpoint
-from digitrec.errors import DigitrecError, ImageError
+from digitrec.errors import CheckpointError, DigitrecError, ImageError
 from digitrec.inference import pick_device, predict_logits
 from digitrec.metrics import softmax
 from digitrec.preprocess import ImageSource, Prepared, to_mnist
-from digitrec.segment import segment_with_scores
+from digitrec.reader import Reader
+from digitrec.segment import segment_readings
 
 # Below this calibrated probability an answer is flagged `unsure` (about 1 in 1,000 MNIST test digits,
 # but most of the scribbles, noise and non-digits users send).
 UNSURE_BELOW = 0.75
+# How much the digit model's log-probabilities count against the row reader's CTC log-likelihood when
+# `read_number` fuses the two (chosen on validation rows of held-out training digits).
+FUSE_WEIGHT = 0.5
+FUSE_PER_DIGIT = 1.0  # added per digit of a candidate: the digit model's log-probabilities favour short texts
 
 
 @dataclass
@@ -82,7 +89,7 @@ class Recognizer:
     """A loaded model plus MNIST-style preprocessing. Thread-safe for prediction."""
 
     def __init__(self, loaded: checkpoint.Checkpoint, device: str = "cpu", tta: bool | None = None,
-                 unsure_below: float = UNSURE_BELOW):
+                 unsure_below: float = UNSURE_BELOW, reader: Reader | str | os.PathLike | None = "bundled"):
         self.checkpoint = loaded
         self.device = pick_device(device)
         self.model = loaded.model.to(self.device).eval()
@@ -92,18 +99,35 @@ class Recognizer:
         self.tta = False if tta is None else tta
         self.unsure_below = unsure_below
         self.classes = loaded.card.get("classes") or [str(d) for d in range(10)]
+        # The row reader loads on the first read_number: single-digit use never pays for it. "bundled":
+        # the packaged reader if there is one; a path: that reader checkpoint; None: segmentation only.
+        self._reader_source = reader
+        self._reader: Reader | None = reader if isinstance(reader, Reader) else None
+
+    @property
+    def reader(self) -> Reader | None:
+        """The row reader `read_number` uses, or None (then rows are segmented and classified)."""
+        if self._reader is None and self._reader_source is not None:
+            if self._reader_source == "bundled":
+                self._reader = Reader.load() if Reader.bundled_exists() else None
+            else:
+                self._reader = Reader.load(self._reader_source)
+            if self._reader is None:
+                self._reader_source = None
+        return self._reader
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, model: str | None = None, device: str = "cpu",
-             tta: bool | None = None) -> Recognizer:
-        """`path`: a checkpoint; else the bundled `model` ('best', 'ensemble', 'fast'); else the default."""
+             tta: bool | None = None, reader: Reader | str | os.PathLike | None = "bundled") -> Recognizer:
+        """`path`: a checkpoint; else the bundled `model` ('best', 'ensemble', 'fast'); else the default.
+        `reader`: the row reader for `read_number` ('bundled', a reader checkpoint, or None: segmentation)."""
         if path is not None:
             loaded = checkpoint.load(path)
         elif model is not None:
             loaded = checkpoint.bundled(model)
         else:
             loaded = checkpoint.default_bundled()
-        return cls(loaded, device=device, tta=tta)
+        return cls(loaded, device=device, tta=tta, reader=reader)
 
     @property
     def name(self) -> str:
@@ -182,8 +206,74 @@ class Recognizer:
         floats = images.astype(np.float32) / 255 if images.dtype == np.uint8 else images.astype(np.float32)
         return self._predictions([Prepared(img, bool(img.max() > 0), None) for img in floats])
 
-    def read_number(self, image: ImageSource) -> NumberReading:
-        """Several digits in a row (a year, a phone number, a meter): segment, then read each."""
+    def read_number(self, image: ImageSource, method: str = "auto") -> NumberReading:
+        """Several digits in a row (a year, a phone number, a meter). Methods: 'reader', the sequence
+        reader reads the whole row; 'fused', the reader's digit count fixes how the row is cut, and each
+        digit is the reader's and the digit model's posteriors combined; 'segment', cut into digits
+        (count chosen by the cut programme), then classify each; 'auto': 'fused' when a reader is
+        available, else 'segment'. Raises ImageError on bad input."""
+        if method not in ("auto", "reader", "fused", "segment"):
+            raise ValueError(f"method must be 'auto', 'reader', 'fused' or 'segment', not {method!r}")
+        if method == "segment" or (method == "auto" and self.reader is None):
+            return self._read_segmented(image)
+        if self.reader is None:
+            raise CheckpointError("no row reader available; train one with `digitrec train-reader`")
+        return self._read_with_reader(image, fuse=method != "reader")
+
+    def _read_with_reader(self, image: ImageSource, fuse: bool) -> NumberReading:
+        """The sequence reader's reading; per digit its posterior (flagged unsure as single digits are),
+        the ink box its aligned columns cover, and that ink normalised like a single digit.
+
+        With `fuse`, the row is also cut by the segmentation programme, once into the reader's number of
+        digits and once into its own choice. Candidate texts: the reader's; per cut, the digit model's
+        reading and (for the reader's count) the digit-by-digit product of both models' posteriors. Each
+        candidate is scored by the reader's CTC log-likelihood of the text plus `FUSE_WEIGHT` x the digit
+        model's log-probability of its digits on that cut; the best wins."""
+        assert self.reader is not None
+        scanned = self.reader.scan(image)
+        if scanned is None:
+            return NumberReading("", [])
+        line, log_probs = scanned
+        found = self.reader.decode(line, log_probs)
+        preds = [Prediction(d.digit, d.confidence, d.probabilities, bool(d.confidence < self.unsure_below),
+                            d.image, d.box) for d in found]
+        if not fuse or not preds:
+            return NumberReading("".join(str(p.digit) for p in preds), preds)
+        n = len(preds)
+        cuts = [c for c in self._segment_readings(image, [n, None]) if c.digits]
+        # (text, digit model's predictions on its cut, reader's per-digit posteriors or None)
+        candidates: list[tuple[str, list[Prediction], list[np.ndarray] | None]] = []
+        for cut in cuts:
+            mine = [p.probabilities for p in preds] if len(cut.digits) == n else None
+            candidates.append((cut.text, cut.digits, mine))
+            if mine is not None:
+                joint = [m.astype(np.float64) * t.probabilities for m, t in zip(mine, cut.digits, strict=True)]
+                candidates.append(("".join(str(int(j.argmax())) for j in joint), cut.digits, mine))
+                candidates.append(("".join(str(p.digit) for p in preds), cut.digits, mine))
+        if not candidates:
+            return NumberReading("".join(str(p.digit) for p in preds), preds)
+        texts = [c[0] for c in candidates]
+        ctc = self.reader.log_likelihood(log_probs, texts)
+        scores = [float(ll) + FUSE_PER_DIGIT * len(text)
+                  + FUSE_WEIGHT * sum(float(np.log(max(float(p.probabilities[int(ch)]), 1e-12)))
+                                      for ch, p in zip(text, cut, strict=True))
+                  for ll, (text, cut, _) in zip(ctc, candidates, strict=True)]
+        text, cut, mine = candidates[int(np.argmax(scores))]
+        out = []
+        for k, (ch, theirs) in enumerate(zip(text, cut, strict=True)):
+            joint = theirs.probabilities.astype(np.float64) * (mine[k] if mine is not None else 1.0)
+            joint = joint / joint.sum() if joint.sum() > 0 else theirs.probabilities.astype(np.float64)
+            digit = int(ch)
+            out.append(Prediction(digit, float(joint[digit]), joint.astype(np.float32),
+                                  bool(joint[digit] < self.unsure_below), theirs.image, theirs.box))
+        return NumberReading(text, out)
+
+    def _read_segmented(self, image: ImageSource) -> NumberReading:
+        """Segment the row (cuts chosen with the digit model's help), then read each piece."""
+        return self._segment_readings(image, [None])[0]
+
+    def _segment_readings(self, image: ImageSource, counts: list[int | None]) -> list[NumberReading]:
+        """`_read_segmented` for several digit counts (None: the cut programme's choice), one lattice."""
         scored: dict[bytes, np.ndarray] = {}
 
         def score(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,11 +284,14 @@ class Recognizer:
             scored.update((np.asarray(img, np.float32).tobytes(), p) for img, p in zip(batch, probs, strict=True))
             return probs, logits / self.temperature
 
-        crops = segment_with_scores(image, score)  # cuts chosen with the classifier's help
-        if not crops:
-            return NumberReading("", [])
-        prepared = [Prepared(c.image, True, c.box) for c in crops]
-        known = [scored.get(np.asarray(c.image, np.float32).tobytes()) for c in crops]
-        probs = np.stack(known) if all(k is not None for k in known) else None
-        preds = self._predictions(prepared, probs)
-        return NumberReading("".join(str(p.digit) for p in preds), preds)
+        readings = []
+        for crops in segment_readings(image, score, counts):  # cuts chosen with the classifier's help
+            if not crops:
+                readings.append(NumberReading("", []))
+                continue
+            prepared = [Prepared(c.image, True, c.box) for c in crops]
+            known = [scored.get(np.asarray(c.image, np.float32).tobytes()) for c in crops]
+            probs = np.stack(known) if all(k is not None for k in known) else None
+            preds = self._predictions(prepared, probs)
+            readings.append(NumberReading("".join(str(p.digit) for p in preds), preds))
+        return readings

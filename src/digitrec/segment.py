@@ -26,7 +26,7 @@ import scipy.ndimage as ndi
 
 from digitrec.preprocess import ImageSource, InkMap, crop_soft, ink_map, normalise, source_box, stroke_width
 
-__all__ = ["DigitCrop", "segment_with_scores", "split_digits"]
+__all__ = ["DigitCrop", "segment_readings", "segment_with_scores", "split_digits"]
 
 _SEGMENT_SIDE = 800  # working resolution: a row of ten digits still gets ~80 px per digit
 _FRAGMENT = 0.6  # a component shorter than this fraction of the text height is part of a digit
@@ -428,6 +428,27 @@ def _solve(lattice: _Lattice, cost: np.ndarray) -> list[int] | None:
     return path[::-1]
 
 
+def _solve_count(lattice: _Lattice, cost: np.ndarray, count: int) -> list[int] | None:
+    """`_solve` with exactly `count` edges (digits), or None when no such path exists."""
+    best = np.full((lattice.nodes, count + 1), np.inf)
+    best[0, 0] = 0.0
+    back = np.full((lattice.nodes, count + 1), -1, dtype=np.intp)
+    for e in np.lexsort((lattice.start, lattice.end)):
+        i, j = lattice.start[e], lattice.end[e]
+        total = best[i, :-1] + cost[e]
+        better = total < best[j, 1:]
+        best[j, 1:][better] = total[better]
+        back[j, 1:][better] = e
+    if not np.isfinite(best[-1, count]):
+        return None
+    path, j, k = [], lattice.nodes - 1, count
+    while k > 0:
+        e = int(back[j, k])
+        path.append(e)
+        j, k = int(lattice.start[e]), k - 1
+    return path[::-1]
+
+
 _WEIGHTS = np.array([1.5, 0.5, 0.5, 1.25, 0.0, 0.425, 0.0, -_REWARD])  # per `_FEATURES`
 # A model trained with label smoothing gives two merged digits or a fragment the same saturated probability
 # as a clean digit; its top logit still drops. Weight per calibrated logit below the row's 75th percentile.
@@ -462,7 +483,8 @@ def _costs(lattice: _Lattice, probs: np.ndarray, logits: np.ndarray | None = Non
 Scores = np.ndarray | tuple[np.ndarray, np.ndarray]
 
 
-def segment_with_scores(source: ImageSource, score: Callable[[np.ndarray], Scores]) -> list[DigitCrop]:
+def segment_with_scores(source: ImageSource, score: Callable[[np.ndarray], Scores], count: int | None = None,
+                        ) -> list[DigitCrop]:
     """The digits of a one-line number, left to right, segmented with the help of a classifier.
 
     `score` maps MNIST-normalised crops [N, 28, 28] to class probabilities [N, C], or to a pair
@@ -471,17 +493,33 @@ def segment_with_scores(source: ImageSource, score: Callable[[np.ndarray], Score
     of up to `_SPAN` consecutive segments, also across up to `_GROUPS` ink groups (a 5's floating bar, a
     broken 7, an open 4), becomes a candidate digit. A dynamic programme over the cut points picks the
     reading minimising, per digit, `_CONFIDENCE` x -log(max probability), the weighted shape features
-    (`_FEATURES`), and, given logits, the shortfall of its top logit from the row's usual."""
+    (`_FEATURES`), and, given logits, the shortfall of its top logit from the row's usual.
+    `count` (e.g. from the sequence reader) forces that many digits when the lattice allows it."""
+    return segment_readings(source, score, [count])[0]
+
+
+def segment_readings(source: ImageSource, score: Callable[[np.ndarray], Scores], counts: list[int | None],
+                     ) -> list[list[DigitCrop]]:
+    """`segment_with_scores` for several digit counts (None: the programme's own choice) at the cost of
+    one: the lattice and its scores are shared. A count the lattice cannot give falls back to None's."""
     ink = ink_map(source, max_side=_SEGMENT_SIDE)
     if not ink.has_ink:
-        return []
+        return [[] for _ in counts]
     lattice = _lattice(ink)
     if lattice is None:
-        return []
+        return [[] for _ in counts]
     scores = score(lattice.images)
     probs, logits = scores if isinstance(scores, tuple) else (scores, None)
     probs = np.asarray(probs, dtype=np.float64)
-    path = _solve(lattice, _costs(lattice, probs, None if logits is None else np.asarray(logits, np.float64)))
-    if path is None:  # a gap the programme cannot cross (no ink between two cuts)
-        return split_digits(source)
-    return [DigitCrop(lattice.boxes[e], lattice.images[e]) for e in path]
+    cost = _costs(lattice, probs, None if logits is None else np.asarray(logits, np.float64))
+    free = _solve(lattice, cost)
+    out: list[list[DigitCrop]] = []
+    for count in counts:
+        path = _solve_count(lattice, cost, count) if count else None
+        if path is None:
+            path = free
+        if path is None:  # a gap the programme cannot cross (no ink between two cuts)
+            out.append(split_digits(source))
+        else:
+            out.append([DigitCrop(lattice.boxes[e], lattice.images[e]) for e in path])
+    return out
