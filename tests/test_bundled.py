@@ -17,6 +17,12 @@ def test_bundled_weights_are_small_and_documented():
     for card_path in folder.glob("*.json"):
         card = checkpoint.read_card(card_path)
         assert card.get("command"), card_path
+        if card.get("model") == "crnn-reader":  # the row reader: trained and validated on training digits only
+            assert card["data_sha256"]["train-images-idx3-ubyte.gz"].startswith("440fcabf"), card_path
+            assert "t10k-images-idx3-ubyte.gz" not in card["data_sha256"]
+            assert 0.8 < card["metrics"]["val_string_accuracy"] <= 1.0 and "seed" in card
+            assert card["bundled"] is False  # not a digit model: `--model reader` is no choice
+            continue
         assert card["data_sha256"]["t10k-images-idx3-ubyte.gz"].startswith("8d422c7b"), card_path
         assert 0.99 < card["metrics"]["test_accuracy"] <= 1.0
         assert "seed" in card or "member_seeds" in card

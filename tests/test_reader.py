@@ -1,0 +1,137 @@
+"""The row reader (CRNN + CTC): decoding, line normalisation, the bundled weights on composed rows of
+MNIST test digits, the training command, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from clirun import assert_one_line_error, run_cli
+
+from digitrec.data import load_dataset
+from digitrec.errors import CheckpointError, DataError, ImageError
+from digitrec.reader import BLANK, INK_HEIGHT, LINE_HEIGHT, PAD, Reader, ctc_greedy, line_image
+from digitrec.synth import compose_number
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    try:
+        return load_dataset("mnist", "test", offline=True, progress=False)
+    except DataError as e:
+        pytest.skip(f"MNIST not available: {e}")
+
+
+def _scores(frames: list[int]) -> np.ndarray:
+    """Log-posteriors [T, 11] whose best path is `frames`."""
+    out = np.full((len(frames), BLANK + 1), -5.0)
+    out[np.arange(len(frames)), frames] = -0.01
+    return out
+
+
+def test_ctc_greedy_merges_repeats_and_drops_blanks():
+    b = BLANK
+    assert ctc_greedy(_scores([b, 3, 3, b, 3, 7, 7, b])) == [(3, 1, 2), (3, 4, 4), (7, 5, 6)]
+    assert ctc_greedy(_scores([1, 1, 1])) == [(1, 0, 2)]
+    assert ctc_greedy(_scores([b, b])) == []
+    assert ctc_greedy(np.zeros((0, BLANK + 1))) == []
+    assert ctc_greedy(_scores([4, b, 5, 6]), length=2) == [(4, 0, 0)]  # frames past `length` are padding
+
+
+def test_line_image_normalises_height_and_keeps_aspect(mnist_test):
+    rng = np.random.default_rng(1)
+    image, _ = compose_number(mnist_test.images, mnist_test.labels, rng, n_digits=5)
+    line = line_image(image)
+    assert line is not None and line.image.shape[0] == LINE_HEIGHT and line.image.dtype == np.float32
+    rows = np.flatnonzero(line.image.max(axis=1) > 0)
+    assert rows[-1] - rows[0] + 1 <= INK_HEIGHT
+    assert 0.9 < line.image.max() <= 1.0
+    ratio = ((line.image.shape[1] - 2 * PAD) / INK_HEIGHT) / (line.soft.shape[1] / line.soft.shape[0])
+    assert ratio == pytest.approx(1.0, abs=0.02)  # aspect kept (inside the fixed margins)
+    assert line_image(np.full((60, 300), 255, np.uint8)) is None
+
+
+@pytest.fixture(scope="module")
+def rec():
+    from digitrec import Recognizer
+
+    return Recognizer.load(model="best")
+
+
+def test_bundled_reader_reads_composed_rows(mnist_test, rec):
+    """The bundled reader on 60 fixed composed rows of MNIST *test* digits (4-10 digits, a quarter of
+    neighbours touching, half user-like), alone and fused with the digit model (read_number's default)."""
+    assert rec.reader is not None and rec.reader.card["model"] == "crnn-reader"
+    rng = np.random.default_rng(0)
+    rows = [compose_number(mnist_test.images, mnist_test.labels, rng, user_like=i % 2 == 1) for i in range(60)]
+    alone = sum(rec.read_number(image, method="reader").text == text for image, text in rows)
+    fused = 0
+    for image, text in rows:
+        reading = rec.read_number(image)
+        fused += reading.text == text
+        assert len(reading.digits) == len(reading.text)
+        assert all(p.box is not None and 0.0 <= p.confidence <= 1.0 for p in reading.digits)
+        lefts = [p.box[0] for p in reading.digits]
+        assert lefts == sorted(lefts)
+    # measured 53/60 alone (before TTA) and 56/60 fused; thresholds a little below
+    assert alone >= 50
+    assert fused >= 54
+
+
+def test_reader_reading_has_boxes_on_the_digits(mnist_test, rec):
+    rng = np.random.default_rng(4)
+    image, text, boxes = compose_number(mnist_test.images, mnist_test.labels, rng, n_digits=6, return_boxes=True)
+    reading = rec.read_number(image, method="reader")
+    assert reading.text == text
+    for p, (x0, _, x1, _) in zip(reading.digits, boxes, strict=True):
+        centre = (p.box[0] + p.box[2]) / 2
+        assert x0 - 3 <= centre <= x1 + 3
+        assert p.image.shape == (28, 28) and p.image.max() > 0.5
+
+
+def test_reader_blank_and_bad_input(rec):
+    blank = rec.read_number(np.full((80, 400), 255, np.uint8), method="reader")
+    assert blank.text == "" and blank.unsure and blank.digits == []
+    with pytest.raises(ImageError):
+        rec.read_number(b"not an image")
+    with pytest.raises(ValueError, match="method"):
+        rec.read_number(np.zeros((10, 10), np.uint8), method="nope")
+
+
+def test_reader_load_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="cannot read"):
+        Reader.load(tmp_path / "missing.json")
+    (tmp_path / "other.json").write_text(json.dumps(dict(model="best")))
+    with pytest.raises(CheckpointError, match="not a digitrec reader"):
+        Reader.load(tmp_path / "other.json")
+    (tmp_path / "reader.json").write_text(json.dumps(dict(model="crnn-reader", weights="reader.safetensors")))
+    (tmp_path / "reader.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        Reader.load(tmp_path)
+
+
+def test_train_reader_tiny_run_writes_loadable_checkpoint(tmp_path):
+    from digitrec.cli import main
+
+    out = tmp_path / "reader"
+    code = main(["train-reader", "--steps", "3", "--rows", "64", "--val-rows", "16", "--batch-size", "16",
+                 "--seed", "3", "--out", str(out)])
+    assert code == 0
+    card = json.loads((out / "reader.json").read_text())
+    assert card["model"] == "crnn-reader" and card["seed"] == 3 and card["recipe"]["steps"] == 3
+    assert set(card["data_sha256"]) == {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"}
+    assert 0.0 <= card["metrics"]["val_string_accuracy"] <= 1.0
+    reader = Reader.load(out)
+    assert isinstance(reader.read(np.zeros((40, 120), np.uint8)), list)
+
+
+def test_train_reader_bad_arguments(tmp_path):
+    assert_one_line_error(run_cli("train-reader", "--steps", "0", "--out", str(tmp_path)), "--steps", code=2)
+
+
+def test_predict_multi_bad_file_one_line(tmp_path):
+    (tmp_path / "row.png").write_bytes(b"not a png")
+    proc = run_cli("predict", str(tmp_path / "row.png"), "--multi")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1
