@@ -53,11 +53,13 @@ class FlattenHWC(nn.Module):
         return x.permute(0, 2, 3, 1).flatten(1)
 
 
-def fast(classes: int = 10, c1: int = 16, c2: int = 32, hidden: int = 128, pool: bool = False) -> nn.Module:
+def fast(classes: int = 10, c1: int = 16, c2: int = 16, hidden: int = 128, pool: bool = False) -> nn.Module:
     """Smallest net that reaches 99 % in one epoch on a CPU.
 
     Why this shape: both convs are strided, so the 5x5 stem works at 14x14 and the 3x3 at 7x7 (16x fewer
-    positions than an unstrided net) and no pooling pass is needed; BatchNorm lets the high OneCycle
+    positions than an unstrided net) and no pooling pass is needed; c2=16: on a 10k validation split (16
+    seeds, H100) 16, 20, 24 and 32 channels scored 98.81, 98.84, 98.86 and 98.85 %, within noise, and 16 is
+    ~12 % cheaper per CPU step than 32; BatchNorm lets the high OneCycle
     learning rate converge within one epoch. `pool=True` trades speed for accuracy: stride-1 convs, each
     followed by 2x2 max pooling.
     """
