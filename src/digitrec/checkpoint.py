@@ -109,16 +109,21 @@ class Checkpoint:
         return float(self.card.get("temperature", 1.0))
 
 
-def _load_single(card_path: Path, card: dict[str, Any]) -> nn.Module:
-    name = card["model"]
-    get_spec(name)  # unknown model name -> UsageError
+def read_weights(card_path: Path, card: dict[str, Any]) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The safetensors file a card names (default: beside it, same stem) and its tensors."""
     weights = card_path.parent / card.get("weights", card_path.with_suffix(".safetensors").name)
     try:
-        state = safetensors.torch.load_file(str(weights))
+        return weights, safetensors.torch.load_file(str(weights))
     except FileNotFoundError:
         raise CheckpointError(f"{weights}: weights file missing") from None
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"{weights}: corrupt safetensors file ({exc})") from None
+
+
+def _load_single(card_path: Path, card: dict[str, Any]) -> nn.Module:
+    name = card["model"]
+    get_spec(name)  # unknown model name -> UsageError
+    weights, state = read_weights(card_path, card)
     model = build_model(name, **card.get("hparams", {}))
     try:
         model.load_state_dict(state)

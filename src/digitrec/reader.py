@@ -14,7 +14,6 @@ its box is the ink between the midpoints of neighbouring digits' aligned columns
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -23,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
 from torch import nn
 
+from digitrec import checkpoint
 from digitrec.errors import CheckpointError
-from digitrec.preprocess import ImageSource, InkMap, crop_soft, ink_map, normalise, source_box
+from digitrec.preprocess import ImageSource, InkMap, _resize, crop_soft, ink_map, normalise, source_box
 from digitrec.segment import _SEGMENT_SIDE, _groups
 
 __all__ = ["BLANK", "CRNN", "LINE_HEIGHT", "MULTIPLE", "Line", "Reader", "ReadDigit", "ctc_greedy", "line_image"]
@@ -54,17 +53,6 @@ class Line:
     scale: float
 
 
-def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Area-averaging when shrinking, bilinear when growing (as `preprocess` fits digits)."""
-    from PIL import Image
-
-    if img.shape == (height, width):
-        return img.astype(np.float32, copy=False)
-    method = Image.BOX if height <= img.shape[0] else Image.BILINEAR
-    return np.asarray(Image.fromarray(np.ascontiguousarray(img, np.float32), "F").resize((width, height), method),
-                      dtype=np.float32)
-
-
 def line_image(source: ImageSource) -> Line | None:
     """The normalised line of `source` (path, bytes, PIL image or array), or None when it holds no ink.
     Raises ImageError on input that is not an image."""
@@ -86,7 +74,8 @@ def line_image(source: ImageSource) -> Line | None:
     width = max(1, round(soft.shape[1] * scale))
     line = np.zeros((LINE_HEIGHT, width + 2 * PAD), dtype=np.float32)
     top = (LINE_HEIGHT - INK_HEIGHT) // 2
-    line[top:top + INK_HEIGHT, PAD:PAD + width] = np.clip(_resize(soft, width, INK_HEIGHT), 0.0, 1.0)
+    scaled = _resize(np.ascontiguousarray(soft, np.float32), width, INK_HEIGHT)  # preprocess's anti-aliasing
+    line[top:top + INK_HEIGHT, PAD:PAD + width] = np.clip(scaled, 0.0, 1.0)
     return Line(line, ink, soft, box, scale)
 
 
@@ -175,21 +164,10 @@ class Reader:
             card_path = card_path / (READER_NAME + ".json")
         elif card_path.suffix != ".json":
             card_path = card_path.with_suffix(".json")
-        try:
-            card = json.loads(card_path.read_text())
-        except OSError as exc:
-            raise CheckpointError(f"{card_path}: cannot read reader card ({exc.strerror})") from None
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{card_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(card, dict) or card.get("model") != "crnn-reader":
+        card = checkpoint.read_card(card_path)
+        if card.get("model") != "crnn-reader":
             raise CheckpointError(f"{card_path}: not a digitrec reader card (model is not 'crnn-reader')")
-        weights = card_path.parent / card.get("weights", card_path.with_suffix(".safetensors").name)
-        try:
-            state = safetensors.torch.load_file(str(weights))
-        except FileNotFoundError:
-            raise CheckpointError(f"{weights}: weights file missing") from None
-        except Exception as exc:  # safetensors raises its own error types for corrupt headers
-            raise CheckpointError(f"{weights}: corrupt safetensors file ({exc})") from None
+        weights, state = checkpoint.read_weights(card_path, card)
         model = CRNN(**card.get("hparams", {}))
         try:
             model.load_state_dict({k: v.float() for k, v in state.items()})

@@ -513,13 +513,13 @@ def segment_readings(source: ImageSource, score: Callable[[np.ndarray], Scores],
     probs = np.asarray(probs, dtype=np.float64)
     cost = _costs(lattice, probs, None if logits is None else np.asarray(logits, np.float64))
     free = _solve(lattice, cost)
+    fallback: list[DigitCrop] | None = None
     out: list[list[DigitCrop]] = []
     for count in counts:
-        path = _solve_count(lattice, cost, count) if count else None
-        if path is None:
-            path = free
-        if path is None:  # a gap the programme cannot cross (no ink between two cuts)
-            out.append(split_digits(source))
+        path = (_solve_count(lattice, cost, count) if count else None) or free
+        if path is None:  # a gap the programme cannot cross (no ink between two cuts): split once
+            fallback = split_digits(source) if fallback is None else fallback
+            out.append(fallback)
         else:
             out.append([DigitCrop(lattice.boxes[e], lattice.images[e]) for e in path])
     return out
