@@ -149,6 +149,40 @@ def test_box_is_in_source_pixels(mnist_test):
     assert np.abs(np.subtract(out.box, expected)).max() <= 12
 
 
+def _tight(digit: np.ndarray, height: int) -> np.ndarray:
+    """`digit` cropped to its ink (no margin at all), as dark ink on white, `height` px tall."""
+    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    crop = digit[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    width = max(1, round(crop.shape[1] * height / crop.shape[0]))
+    return 255 - np.asarray(Image.fromarray(crop).resize((width, height), Image.BICUBIC))
+
+
+def test_tightly_cropped_digits(mnist_test, knn):
+    """A digit cropped to its ink (a form cell, a user's crop) touches every edge: it must not be taken for
+    a photo's dark frame or leave too little paper to read (once 40 % of these came out blank)."""
+    idx = np.arange(300)
+    raw = knn(mnist_test.images[idx].astype(np.float32) / 255)
+    outs = [to_mnist(_tight(mnist_test.images[i], 80)) for i in idx]
+    assert np.mean([o.has_ink for o in outs]) > 0.98
+    tight = knn(np.stack([o.image for o in outs]))
+    assert np.mean(tight == mnist_test.labels[idx]) > np.mean(raw == mnist_test.labels[idx]) - 0.03
+    # the box is in the source's pixels: the whole (tight) image, not the added margin
+    x0, y0, x1, y1 = outs[0].box
+    h, w = _tight(mnist_test.images[0], 80).shape
+    assert x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h and (x1 - x0) > 0.8 * w and (y1 - y0) > 0.8 * h
+
+
+@pytest.mark.parametrize("side", [8, 12, 16])
+def test_thumbnails(mnist_test, knn, side):
+    """Digits shrunk to a few pixels (icons, 8x8 digit sets) are upsampled before they are read."""
+    idx = np.arange(300)
+    thumbs = [np.asarray(Image.fromarray(mnist_test.images[i]).resize((side, side), Image.BOX)) for i in idx]
+    outs = [to_mnist(t) for t in thumbs]
+    assert all(o.has_ink for o in outs)
+    accuracy = np.mean(knn(np.stack([o.image for o in outs])) == mnist_test.labels[idx])
+    assert accuracy > {8: 0.6, 12: 0.85, 16: 0.9}[side]
+
+
 # --------------------------------------------------------------------------------- invariance properties
 
 
@@ -191,8 +225,7 @@ def test_scale_invariance_on_average(mnist_test):
 
 @settings(max_examples=25, deadline=None)
 @given(index=st.integers(0, 9999), scale=st.integers(1, 8))
-@example(index=614, scale=2).xfail(reason="known bug: the dark-on-light path draws this 3 thinner and 1 px left "
-                                          "(mean difference 0.044)", raises=AssertionError)
+@example(index=614, scale=2)  # once 0.044 apart: the paper fit broke a tie by which half it started from
 def test_polarity_invariance(mnist_test, index, scale):
     digit = np.asarray(Image.fromarray(mnist_test.images[index]).resize((28 * scale, 28 * scale)))
     a, b = to_mnist(digit).image, to_mnist(255 - digit).image

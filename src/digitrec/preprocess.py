@@ -35,6 +35,8 @@ _WORK_SIDE = 200  # long side of the working image is between half this and this
 _REFINE_SIDE = 256  # working side for the neighbourhood (2x the digit) of a small digit
 _REFINE_BELOW = 24  # a digit shorter than this (working px) is re-read from the full-resolution source
 _MIN_SIDE = 4
+_TINY_SIDE = 24  # images with a shorter long side are upsampled before the analysis
+_MARGIN = 0.15  # paper border added around a digit that reaches the image edge, as a fraction of the long side
 
 # MNIST geometry and stroke weight, measured on the MNIST test set with `stroke_width`:
 # median 2.0 px, 5th percentile 1.4 px, 95th 3.1 px, all at a 20 px long side.
@@ -61,7 +63,8 @@ class InkMap:
     `ink` is background-subtracted ink strength (paper ~0, ink > 0) whatever the input polarity;
     `labels` numbers the cleaned components (specks, frames and ruled lines already removed);
     `level` is the ink strength that counts as full black; `floor` the paper-noise level;
-    `scale` maps working pixels to source pixels (x, y); `has_ink` is the contrast verdict."""
+    `scale` maps working pixels to source pixels (x, y); `has_ink` is the contrast verdict; `margin` is
+    the paper border (working px) added around the image before the analysis, 0 when none was."""
 
     ink: np.ndarray
     labels: np.ndarray
@@ -73,6 +76,7 @@ class InkMap:
     floor: float
     scale: tuple[float, float]
     has_ink: bool
+    margin: int = 0
 
     def soft(self, keep: np.ndarray, window: tuple[slice, slice]) -> np.ndarray:
         """Grey ink in [0, 1] of the labels in `keep` inside `window`, including their anti-aliased fringe
@@ -281,6 +285,12 @@ def _decode(source: ImageSource, max_side: int | None, region: tuple[int, int, i
         pixels = _block_mean(pixels, factor)
         alpha = None if alpha is None else _block_mean(alpha, factor)
     grey = _grey(pixels, alpha)
+    if max(grey.shape) < _TINY_SIDE:
+        # A thumbnail (a 16-px icon, an 8x8 digit set): too few pixels for the statistics that follow,
+        # and strokes one pixel wide. Upsample smoothly (bicubic) to a workable size first.
+        k = math.ceil(2 * _TINY_SIDE / max(grey.shape))
+        grey = np.clip(np.asarray(Image.fromarray(grey, "F").resize((grey.shape[1] * k, grey.shape[0] * k),
+                                                                   Image.BICUBIC)), 0.0, 1.0)
     span_w, span_h = (full_w, full_h) if region is None else (region[2] - region[0], region[3] - region[1])
     return grey, span_w / grey.shape[1], span_h / grey.shape[0]
 
@@ -348,9 +358,10 @@ def _fit_surface(values: np.ndarray) -> np.ndarray:
             keep = resid < 2.5 * 1.4826 * _quantiles(resid[keep], (0.5,))[0] + 0.005
         resid = np.abs(vals - design @ coef)
         fits.append((coef, resid, _quantiles(resid[keep], (0.5,))[0] if keep.any() else np.inf))
-    # paper covers more of the page than ink does: the fit with more blocks on it (same tolerance) wins
+    # paper covers more of the page than ink does: the fit with more blocks on it (same tolerance) wins;
+    # on a tie the tighter fit does, whichever half it started from (so inverting the image changes nothing)
     limit = 2.5 * 1.4826 * min(spread for _, _, spread in fits) + 0.005
-    coef = max(fits, key=lambda fit: np.count_nonzero(fit[1] < limit))[0]
+    coef = max(fits, key=lambda fit: (np.count_nonzero(fit[1] < limit), -fit[2]))[0]
     matrix = np.zeros((4, 4))
     for (i, j), c in zip(terms, coef, strict=True):
         matrix[j, i] = c
@@ -464,8 +475,11 @@ def _ink_from_grey(grey: np.ndarray, scale: tuple[float, float]) -> InkMap:
     """Polarity, lighting, threshold and clean-up of a working-resolution grey image."""
     step = max(1, int(math.sqrt(grey.size / 3000)))  # statistics from a ~3000-pixel grid sample
     paper, sign = _paper(grey, step)
-    # Light multiplies paper and ink alike: contrast relative to the local paper is the same in shadow.
-    ink = (grey - paper) * (sign / np.maximum(paper, 0.15))
+    # Contrast over the range the ink has to move in: down to black from the paper for dark ink (light
+    # multiplies paper and ink alike, so this is the same in shadow), up to white for light ink. Exact
+    # inverses then give the same ink map, so polarity cannot change what follows.
+    room = paper if sign < 0 else 1.0 - paper
+    ink = (grey - paper) * (sign / np.maximum(room, 0.15))
     centre, spread = _centre_spread(ink[::step, ::step])
     ink -= centre
     floor = 2.0 * spread
@@ -504,10 +518,64 @@ def _ink_from_grey(grey: np.ndarray, scale: tuple[float, float]) -> InkMap:
 
 
 def ink_map(source: ImageSource, region: tuple[int, int, int, int] | None = None,
-            max_side: int | None = None) -> InkMap:
-    """Decode `source` (optionally only `region`, in source pixels) and find its cleaned ink."""
+            max_side: int | None = None, margin: bool = False) -> InkMap:
+    """Decode `source` (optionally only `region`, in source pixels) and find its cleaned ink. With `margin`,
+    a border of the image's edge colour is added first: see `_with_margin`."""
     grey, sx, sy = _decode(source, max_side or _WORK_SIDE, region)
-    return _ink_from_grey(grey, (sx, sy))
+    if not margin:
+        return _ink_from_grey(grey, (sx, sy))
+    pad = max(2, round(_MARGIN * max(grey.shape)))
+    ink = _ink_from_grey(_add_paper_margin(grey, pad), (sx, sy))
+    ink.margin = pad
+    return ink
+
+
+def _add_paper_margin(grey: np.ndarray, pad: int) -> np.ndarray:
+    """`grey` inside a `pad`-pixel border of paper like its edge's: the level of a robust plane through
+    the edge pixels (so a lighting ramp runs on; ink touching the edge is an outlier it drops) plus the
+    edge paper's grain (its residuals resampled, seeded), so noise statistics do not change."""
+    h, w = grey.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    edge = np.zeros((h, w), dtype=bool)
+    edge[[0, -1], :] = edge[:, [0, -1]] = True
+    a = np.stack([np.ones(np.count_nonzero(edge)), xs[edge] / w, ys[edge] / h], axis=1)
+    v = grey[edge].astype(np.float64)
+    coef = np.array([np.median(v), 0.0, 0.0])  # start level: the median, which most of the edge is
+    keep = np.ones(len(v), dtype=bool)
+    for _ in range(3):
+        resid = v - a @ coef
+        keep = np.abs(resid) <= 2.5 * 1.4826 * np.median(np.abs(resid[keep])) + 0.01
+        coef = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
+    resid = v - a @ coef
+    py, px = np.mgrid[-pad:h + pad, -pad:w + pad]
+    out = (coef[0] + coef[1] * px / w + coef[2] * py / h).astype(np.float32)
+    out += np.random.default_rng(0).choice(resid[keep].astype(np.float32), out.shape)
+    out = np.clip(out, 0.0, 1.0)
+    out[pad:pad + h, pad:pad + w] = grey
+    return out
+
+
+def _touches_edge(ink: InkMap, keep: np.ndarray) -> bool:
+    """Whether the kept labels reach the image's edge: the digit may be cut there, or cropped tightly."""
+    kb = ink.boxes[keep]
+    h, w = ink.labels.shape
+    return bool(kb[:, 0].min() <= 0 or kb[:, 1].min() <= 0 or kb[:, 2].max() >= w or kb[:, 3].max() >= h)
+
+
+def _with_margin(source: ImageSource, ink: InkMap, keep: np.ndarray | None) -> tuple[InkMap, np.ndarray] | None:
+    """A second look, with paper around it, at an image whose digit was not found or reaches the edge.
+
+    Why: a digit cropped tightly (a form cell, a cropped photo, digit sets such as UCI's) has no paper
+    margin, so its strokes touch the border, look like a photo's dark frame and are cut away, or leave too
+    little paper for the lighting fit. A border of the edge's median colour (mostly paper even in a tight
+    crop: a digit touches each side at a few points) gives it the margin MNIST digits have. Returns the
+    new ink map and its kept labels, or None when the second look finds no digit either."""
+    if ink.has_ink and keep is not None and not _touches_edge(ink, keep):
+        return None
+    padded = ink_map(source, margin=True)
+    if not padded.has_ink:
+        return None
+    return padded, main_cluster(padded)
 
 
 def main_cluster(ink: InkMap) -> np.ndarray:
@@ -599,10 +667,14 @@ def crop_soft(ink: InkMap, keep: np.ndarray) -> tuple[np.ndarray, tuple[int, int
 
 def source_box(ink: InkMap, box: tuple[int, int, int, int], origin: tuple[int, int] = (0, 0),
                ) -> tuple[int, int, int, int]:
-    """A working-pixel box in source pixels."""
+    """A working-pixel box in source pixels (clipped to the image where a margin was added around it)."""
     sx, sy = ink.scale
-    return (origin[0] + int(box[0] * sx), origin[1] + int(box[1] * sy),
-            origin[0] + math.ceil(box[2] * sx), origin[1] + math.ceil(box[3] * sy))
+    m = ink.margin
+    h, w = ink.labels.shape[0] - 2 * m, ink.labels.shape[1] - 2 * m
+    x0, y0 = min(max(box[0] - m, 0), w), min(max(box[1] - m, 0), h)
+    x1, y1 = min(max(box[2] - m, 0), w), min(max(box[3] - m, 0), h)
+    return (origin[0] + int(x0 * sx), origin[1] + int(y0 * sy),
+            origin[0] + math.ceil(x1 * sx), origin[1] + math.ceil(y1 * sy))
 
 
 def _blank() -> Prepared:
@@ -615,9 +687,12 @@ def to_mnist(source: ImageSource) -> Prepared:
     if not ink.has_ink and max(ink.scale) >= 2.5:
         # faint or hair-thin strokes can vanish at the working resolution: look once more, closer
         ink = ink_map(source, max_side=3 * _WORK_SIDE)
-    if not ink.has_ink:
+    keep = main_cluster(ink) if ink.has_ink else None
+    second = _with_margin(source, ink, keep)
+    if second is not None:
+        ink, keep = second
+    if keep is None:
         return _blank()
-    keep = main_cluster(ink)
     soft, box = crop_soft(ink, keep)
     if soft.size == 0:
         return _blank()
@@ -635,8 +710,8 @@ def _refine(source: ImageSource, src: tuple[int, int, int, int], coarse: InkMap)
     it is ~100 px tall; None if nothing is found there."""
     x0, y0, x1, y1 = src
     margin = 0.5 * max(x1 - x0, y1 - y0)
-    full_w = round(coarse.labels.shape[1] * coarse.scale[0])
-    full_h = round(coarse.labels.shape[0] * coarse.scale[1])
+    full_w = round((coarse.labels.shape[1] - 2 * coarse.margin) * coarse.scale[0])
+    full_h = round((coarse.labels.shape[0] - 2 * coarse.margin) * coarse.scale[1])
     region = (max(0, int(x0 - margin)), max(0, int(y0 - margin)),
               min(full_w, math.ceil(x1 + margin)), min(full_h, math.ceil(y1 + margin)))
     ink = ink_map(source, region, max_side=_REFINE_SIDE)
