@@ -4,6 +4,7 @@ MNIST test digits, the training command, and bad input."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -109,6 +110,32 @@ def test_reader_load_errors(tmp_path):
     (tmp_path / "reader.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="corrupt"):
         Reader.load(tmp_path)
+
+
+def test_bundled_reader_scores_with_its_companion(mnist_test, rec):
+    """The bundled reader adds its companion's CTC likelihood (weight from the card) when scoring texts."""
+    reader = rec.reader
+    assert [w for _, w in reader.companions] == [entry["weight"] for entry in reader.card["companions"]]
+    assert len(reader.companions) == 1
+    image, text = compose_number(mnist_test.images, mnist_test.labels, np.random.default_rng(8), n_digits=5)
+    line, log_probs = reader.scan(image)
+    others = reader.companion_log_probs(line)
+    texts = [text, text[:-1], "12345"]
+    own = reader.log_likelihood(log_probs, texts)
+    companion, weight = reader.companions[0]
+    expected = own + weight * companion.log_likelihood(others[0], texts)
+    assert np.allclose(reader.score_texts(log_probs, others, texts), expected)
+    assert reader.score_texts(log_probs, others, texts).argmax() == 0  # the true text scores best
+
+
+def test_reader_companion_errors(tmp_path):
+    shutil.copy(Reader.bundled_card().with_suffix(".safetensors"), tmp_path / "reader.safetensors")
+    card = json.loads(Reader.bundled_card().read_text())
+    for bad, match in [([{"card": "reader.json"}], "numeric 'weight'"),
+                       ([{"card": "missing.json", "weight": 1}], "cannot read")]:
+        (tmp_path / "reader.json").write_text(json.dumps({**card, "companions": bad}))
+        with pytest.raises(CheckpointError, match=match):
+            Reader.load(tmp_path)
 
 
 def test_train_reader_tiny_run_writes_loadable_checkpoint(tmp_path):

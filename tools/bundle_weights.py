@@ -5,6 +5,7 @@ The members were trained by the project's own command (recorded in each card), e
 Usage:
     python tools/bundle_weights.py --best runs/best-s0 --members runs/best-s1 ... [--fast runs/fast-s0]
     python tools/bundle_weights.py --reader runs/reader-s0       # the row reader (`digitrec train-reader`)
+    python tools/bundle_weights.py --reader runs/reader-a --companions runs/reader-b   # plus companion readers
 The first checkpoint (--best) is also ensemble member 0, so its weights ship once.
 """
 
@@ -45,16 +46,20 @@ def copy_checkpoint(src: Path, name: str, command: str | None) -> Path:
     return dest
 
 
-def copy_reader(src: Path) -> Path:
-    """The row reader's card and weights as weights/reader.*; its card keeps its validation figures (it is
-    judged on the test set by benchmarks/user_like_accuracy.py, through read_number)."""
+def copy_reader(src: Path, name: str, companions: list[dict] | None = None) -> Path:
+    """A row reader's card and weights as weights/NAME.*; its card keeps its validation figures (it is
+    judged on the test set by benchmarks/user_like_accuracy.py, through read_number). `companions`:
+    entries {"card": ..., "weight": ...} for readers whose likelihoods it adds when scoring (reader.py)."""
     from digitrec.reader import READER_NAME, Reader
 
     src = src / f"{READER_NAME}.json" if src.is_dir() else src.with_suffix(".json")
     card = checkpoint.read_card(src)
-    shutil.copyfile(src.parent / card["weights"], WEIGHTS / f"{READER_NAME}.safetensors")
-    card["weights"] = f"{READER_NAME}.safetensors"
-    dest = WEIGHTS / f"{READER_NAME}.json"
+    shutil.copyfile(src.parent / card["weights"], WEIGHTS / f"{name}.safetensors")
+    card["weights"] = f"{name}.safetensors"
+    card.pop("companions", None)
+    if companions:
+        card["companions"] = companions
+    dest = WEIGHTS / f"{name}.json"
     dest.write_text(json.dumps(card, indent=2) + "\n")
     Reader.load(dest)  # loads, or raises
     return dest
@@ -64,6 +69,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--best", type=Path)
     parser.add_argument("--reader", type=Path, help="a `digitrec train-reader` output folder")
+    parser.add_argument("--companions", nargs="*", type=Path, default=[],
+                        help="more reader folders whose CTC likelihoods the bundled reader adds when scoring")
+    parser.add_argument("--companion-weight", type=float, default=1.0)
     parser.add_argument("--members", nargs="*", type=Path, default=[])
     parser.add_argument("--fast", type=Path)
     parser.add_argument("--command", default="digitrec train --model best --seed {seed} --val 1000 --tta "
@@ -74,8 +82,15 @@ def main() -> None:
         seed = checkpoint.read_card(checkpoint.resolve(path))["seed"]
         return args.command.format(seed=seed)
 
+    if args.companions and not args.reader:
+        parser.error("--companions needs --reader")
     if args.reader:
-        print(copy_reader(args.reader))
+        from digitrec.reader import READER_NAME
+
+        # companions first: the main reader's card names them, and loading it checks they load
+        entries = [dict(card=copy_reader(path, f"{READER_NAME}-{k}").name, weight=args.companion_weight)
+                   for k, path in enumerate(args.companions, start=1)]
+        print(copy_reader(args.reader, READER_NAME, entries))
     if args.best is None:
         if args.members or args.fast:
             parser.error("--members and --fast need --best")

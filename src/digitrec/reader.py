@@ -141,12 +141,21 @@ class ReadDigit:
 
 
 class Reader:
-    """A loaded CRNN plus the line normalisation. Thread-safe for reading."""
+    """A loaded CRNN plus the line normalisation. Thread-safe for reading.
 
-    def __init__(self, model: CRNN, card: dict[str, Any], path: Path | None = None):
+    A reader may bring `companions`: other readers (their cards listed in this card's "companions", each
+    with a weight) whose CTC log-likelihoods are added to its own when candidate texts are scored
+    (`score_texts`). Why at the level of texts: CTC puts each digit's spike on whichever frame a model
+    likes, so averaging two readers' posteriors frame by frame blurs both; summing each reader's likelihood
+    of a whole text (all alignments) is the product of two experts. The reading itself (`decode`, boxes,
+    `method="reader"`) is this reader's alone."""
+
+    def __init__(self, model: CRNN, card: dict[str, Any], path: Path | None = None,
+                 companions: list[tuple[Reader, float]] | None = None):
         self.model = model.eval()
         self.card = card
         self.path = path
+        self.companions = companions or []
 
     @staticmethod
     def bundled_card() -> Path:
@@ -158,12 +167,23 @@ class Reader:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> Reader:
-        """A reader checkpoint (card .json or its stem); by default the bundled one."""
+        """A reader checkpoint (card .json or its stem; by default the bundled one) with its companions."""
         card_path = Path(path).expanduser() if path is not None else cls.bundled_card()
         if card_path.is_dir():
             card_path = card_path / (READER_NAME + ".json")
         elif card_path.suffix != ".json":
             card_path = card_path.with_suffix(".json")
+        reader = cls._load_one(card_path)
+        for entry in reader.card.get("companions", []):
+            try:
+                other, weight = card_path.parent / str(entry["card"]), float(entry["weight"])
+            except (KeyError, TypeError, ValueError):
+                raise CheckpointError(f"{card_path}: a companion needs a 'card' and a numeric 'weight'") from None
+            reader.companions.append((cls._load_one(other), weight))  # a companion's own companions: ignored
+        return reader
+
+    @classmethod
+    def _load_one(cls, card_path: Path) -> Reader:
         card = checkpoint.read_card(card_path)
         if card.get("model") != "crnn-reader":
             raise CheckpointError(f"{card_path}: not a digitrec reader card (model is not 'crnn-reader')")
@@ -204,6 +224,21 @@ class Reader:
         if line is None:
             return None
         return line, self.log_probs([line.image])[0]
+
+    def companion_log_probs(self, line: Line) -> list[np.ndarray]:
+        """Each companion's [T, 11] log-posteriors for a line this reader scanned."""
+        return [reader.log_probs([line.image])[0] for reader, _ in self.companions]
+
+    def companion_readings(self, line: Line, companion_log_probs: list[np.ndarray]) -> list[list[ReadDigit]]:
+        return [reader.decode(line, lp) for (reader, _), lp in zip(self.companions, companion_log_probs, strict=True)]
+
+    def score_texts(self, log_probs: np.ndarray, companion_log_probs: list[np.ndarray], texts: list[str]
+                    ) -> np.ndarray:
+        """This reader's CTC log-likelihood of each text plus each companion's, times its weight."""
+        total = self.log_likelihood(log_probs, texts)
+        for (_, weight), lp in zip(self.companions, companion_log_probs, strict=True):
+            total = total + weight * self.log_likelihood(lp, texts)
+        return total
 
     def read(self, source: ImageSource) -> list[ReadDigit]:
         """The digits of a one-line number, left to right ([] when there is no ink)."""

@@ -224,11 +224,13 @@ class Recognizer:
         """The sequence reader's reading; per digit its posterior (flagged unsure as single digits are),
         the ink box its aligned columns cover, and that ink normalised like a single digit.
 
-        With `fuse`, the row is also cut by the segmentation programme, once into the reader's number of
-        digits and once into its own choice. Candidate texts: the reader's; per cut, the digit model's
-        reading and (for the reader's count) the digit-by-digit product of both models' posteriors. Each
-        candidate is scored by the reader's CTC log-likelihood of the text plus `FUSE_WEIGHT` x the digit
-        model's log-probability of its digits on that cut; the best wins."""
+        With `fuse`, the row is also cut by the segmentation programme: into each reader's number of
+        digits (the reader's and its companions') and into the programme's own choice. Candidate texts:
+        per cut, the digit model's reading and, for each reader whose count matches the cut, that reader's
+        text and the digit-by-digit product of its and the digit model's posteriors. Each candidate is
+        scored by the readers' CTC log-likelihoods of the text (`Reader.score_texts`) plus `FUSE_WEIGHT` x
+        the digit model's log-probability of its digits on that cut, plus `FUSE_PER_DIGIT` per digit; the
+        best wins."""
         assert self.reader is not None
         scanned = self.reader.scan(image)
         if scanned is None:
@@ -239,28 +241,31 @@ class Recognizer:
                             d.image, d.box) for d in found]
         if not fuse or not preds:
             return NumberReading("".join(str(p.digit) for p in preds), preds)
-        n = len(preds)
-        cuts = [c for c in self._segment_readings(image, [n, None]) if c.digits]
-        # (text, digit model's predictions on its cut, reader's per-digit posteriors or None)
-        candidates: list[tuple[str, list[Prediction], list[np.ndarray] | None]] = []
-        for cut in cuts:
-            mine = [p.probabilities for p in preds] if len(cut.digits) == n else None
-            candidates.append((cut.text, cut.digits, mine))
-            if mine is not None:
+        others = self.reader.companion_log_probs(line)
+        readings = [found, *self.reader.companion_readings(line, others)]
+        counts: list[int | None] = [*dict.fromkeys(len(r) for r in readings if r), None]
+        cuts = [c for c in self._segment_readings(image, counts) if c.digits]
+        # (text, digit model's predictions on its cut) -> the first matching reader's posteriors, or None
+        candidates: dict[tuple[str, int], list[np.ndarray] | None] = {}
+        for ci, cut in enumerate(cuts):
+            matching = [[d.probabilities for d in r] for r in readings if len(r) == len(cut.digits)]
+            candidates[(cut.text, ci)] = matching[0] if matching else None
+            for mine, reading in zip(matching, [r for r in readings if len(r) == len(cut.digits)], strict=True):
                 joint = [m.astype(np.float64) * t.probabilities for m, t in zip(mine, cut.digits, strict=True)]
-                candidates.append(("".join(str(int(j.argmax())) for j in joint), cut.digits, mine))
-                candidates.append(("".join(str(p.digit) for p in preds), cut.digits, mine))
+                for text in ("".join(str(int(j.argmax())) for j in joint), "".join(str(d.digit) for d in reading)):
+                    candidates.setdefault((text, ci), mine)
         if not candidates:
             return NumberReading("".join(str(p.digit) for p in preds), preds)
-        texts = [c[0] for c in candidates]
-        ctc = self.reader.log_likelihood(log_probs, texts)
+        keys = list(candidates)
+        ctc = self.reader.score_texts(log_probs, others, [text for text, _ in keys])
         scores = [float(ll) + FUSE_PER_DIGIT * len(text)
                   + FUSE_WEIGHT * sum(float(np.log(max(float(p.probabilities[int(ch)]), 1e-12)))
-                                      for ch, p in zip(text, cut, strict=True))
-                  for ll, (text, cut, _) in zip(ctc, candidates, strict=True)]
-        text, cut, mine = candidates[int(np.argmax(scores))]
+                                      for ch, p in zip(text, cuts[ci].digits, strict=True))
+                  for ll, (text, ci) in zip(ctc, keys, strict=True)]
+        text, ci = keys[int(np.argmax(scores))]
+        mine = candidates[(text, ci)]
         out = []
-        for k, (ch, theirs) in enumerate(zip(text, cut, strict=True)):
+        for k, (ch, theirs) in enumerate(zip(text, cuts[ci].digits, strict=True)):
             joint = theirs.probabilities.astype(np.float64) * (mine[k] if mine is not None else 1.0)
             joint = joint / joint.sum() if joint.sum() > 0 else theirs.probabilities.astype(np.float64)
             digit = int(ch)
