@@ -289,8 +289,9 @@ def _decode(source: ImageSource, max_side: int | None, region: tuple[int, int, i
         # A thumbnail (a 16-px icon, an 8x8 digit set): too few pixels for the statistics that follow,
         # and strokes one pixel wide. Upsample smoothly (bicubic) to a workable size first.
         k = math.ceil(2 * _TINY_SIDE / max(grey.shape))
-        grey = np.clip(np.asarray(Image.fromarray(grey, "F").resize((grey.shape[1] * k, grey.shape[0] * k),
-                                                                   Image.BICUBIC)), 0.0, 1.0)
+        big = Image.fromarray(np.ascontiguousarray(grey, np.float32), "F").resize(
+            (grey.shape[1] * k, grey.shape[0] * k), Image.BICUBIC)
+        grey = np.clip(np.asarray(big), 0.0, 1.0)
     span_w, span_h = (full_w, full_h) if region is None else (region[2] - region[0], region[3] - region[1])
     return grey, span_w / grey.shape[1], span_h / grey.shape[0]
 
@@ -567,9 +568,10 @@ def _with_margin(source: ImageSource, ink: InkMap, keep: np.ndarray | None) -> t
 
     Why: a digit cropped tightly (a form cell, a cropped photo, digit sets such as UCI's) has no paper
     margin, so its strokes touch the border, look like a photo's dark frame and are cut away, or leave too
-    little paper for the lighting fit. A border of the edge's median colour (mostly paper even in a tight
-    crop: a digit touches each side at a few points) gives it the margin MNIST digits have. Returns the
-    new ink map and its kept labels, or None when the second look finds no digit either."""
+    little paper for the lighting fit. A border of paper like the edge's (`_add_paper_margin`; the edge is
+    mostly paper even in a tight crop: a digit touches each side at a few points) gives it the margin MNIST
+    digits have. Returns the new ink map and its kept labels, or None when the second look finds no digit
+    either."""
     if ink.has_ink and keep is not None and not _touches_edge(ink, keep):
         return None
     padded = ink_map(source, margin=True)
