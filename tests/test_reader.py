@@ -75,9 +75,10 @@ def test_bundled_reader_reads_composed_rows(mnist_test, rec):
         assert all(p.box is not None and 0.0 <= p.confidence <= 1.0 for p in reading.digits)
         lefts = [p.box[0] for p in reading.digits]
         assert lefts == sorted(lefts)
-    # measured 53/60 alone (before TTA) and 56/60 fused; thresholds a little below
-    assert alone >= 50
-    assert fused >= 54
+    # the bundled pair (session 4) reads 58/60 alone and 59/60 fused; session 3's single reader read 53/60
+    # alone (before TTA) and 56/60 fused. Thresholds a little below the current figures.
+    assert alone >= 55
+    assert fused >= 57
 
 
 def test_reader_reading_has_boxes_on_the_digits(mnist_test, rec):
