@@ -230,6 +230,7 @@ class Reader:
         return [reader.log_probs([line.image])[0] for reader, _ in self.companions]
 
     def companion_readings(self, line: Line, companion_log_probs: list[np.ndarray]) -> list[list[ReadDigit]]:
+        """Each companion's own reading of the line: its digit count and text become fused candidates too."""
         return [reader.decode(line, lp) for (reader, _), lp in zip(self.companions, companion_log_probs, strict=True)]
 
     def score_texts(self, log_probs: np.ndarray, companion_log_probs: list[np.ndarray], texts: list[str]

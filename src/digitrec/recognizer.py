@@ -248,9 +248,10 @@ class Recognizer:
         # (text, digit model's predictions on its cut) -> the first matching reader's posteriors, or None
         candidates: dict[tuple[str, int], list[np.ndarray] | None] = {}
         for ci, cut in enumerate(cuts):
-            matching = [[d.probabilities for d in r] for r in readings if len(r) == len(cut.digits)]
-            candidates[(cut.text, ci)] = matching[0] if matching else None
-            for mine, reading in zip(matching, [r for r in readings if len(r) == len(cut.digits)], strict=True):
+            matching = [r for r in readings if len(r) == len(cut.digits)]
+            candidates[(cut.text, ci)] = [d.probabilities for d in matching[0]] if matching else None
+            for reading in matching:
+                mine = [d.probabilities for d in reading]
                 joint = [m.astype(np.float64) * t.probabilities for m, t in zip(mine, cut.digits, strict=True)]
                 for text in ("".join(str(int(j.argmax())) for j in joint), "".join(str(d.digit) for d in reading)):
                     candidates.setdefault((text, ci), mine)
