@@ -154,8 +154,28 @@ def test_train_reader_tiny_run_writes_loadable_checkpoint(tmp_path):
     assert isinstance(reader.read(np.zeros((40, 120), np.uint8)), list)
 
 
+def test_train_reader_init_continues_from_a_reader(tmp_path):
+    """--init starts from the given reader's weights (a tiny learning rate keeps its reading), takes its
+    width and hidden size, and records the chain in the card."""
+    from digitrec.cli import main
+
+    start = json.loads(Reader.bundled_card().read_text())
+    out = tmp_path / "ft"
+    code = main(["train-reader", "--init", str(Reader.bundled_card()), "--steps", "2", "--rows", "32",
+                 "--val-rows", "60", "--batch-size", "16", "--lr", "1e-6", "--seed", "5", "--out", str(out)])
+    assert code == 0
+    card = json.loads((out / "reader.json").read_text())
+    assert card["hparams"] == start["hparams"]
+    assert card["init"]["command"] == start["command"] and card["init"]["steps"] == start["recipe"]["steps"]
+    assert card["metrics"]["val_string_accuracy"] >= 0.8  # random weights read none of these rows
+
+
 def test_train_reader_bad_arguments(tmp_path):
     assert_one_line_error(run_cli("train-reader", "--steps", "0", "--out", str(tmp_path)), "--steps", code=2)
+    assert_one_line_error(run_cli("train-reader", "--init", str(tmp_path / "none.json"), "--out", str(tmp_path)),
+                          "none.json", code=1)
+    assert_one_line_error(run_cli("train-reader", "--init", str(Reader.bundled_card()), "--width", "8",
+                                  "--out", str(tmp_path)), "--width", code=2)
 
 
 def test_predict_multi_bad_file_one_line(tmp_path):

@@ -168,11 +168,7 @@ class Reader:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> Reader:
         """A reader checkpoint (card .json or its stem; by default the bundled one) with its companions."""
-        card_path = Path(path).expanduser() if path is not None else cls.bundled_card()
-        if card_path.is_dir():
-            card_path = card_path / (READER_NAME + ".json")
-        elif card_path.suffix != ".json":
-            card_path = card_path.with_suffix(".json")
+        card_path = cls.load_card_path(path)
         reader = cls._load_one(card_path)
         for entry in reader.card.get("companions", []):
             try:
@@ -181,6 +177,14 @@ class Reader:
                 raise CheckpointError(f"{card_path}: a companion needs a 'card' and a numeric 'weight'") from None
             reader.companions.append((cls._load_one(other), weight))  # a companion's own companions: ignored
         return reader
+
+    @classmethod
+    def load_card_path(cls, path: str | os.PathLike | None = None) -> Path:
+        """The card a `load` path means: a .json, its stem, a folder holding reader.json, or the bundled one."""
+        card_path = Path(path).expanduser() if path is not None else cls.bundled_card()
+        if card_path.is_dir():
+            return card_path / (READER_NAME + ".json")
+        return card_path if card_path.suffix == ".json" else card_path.with_suffix(".json")
 
     @classmethod
     def _load_one(cls, card_path: Path) -> Reader:

@@ -8,7 +8,11 @@ batched in torch: stroke weight, blur, contrast, scale, stretch, slant and small
 Validation rows are composed from a held-out part of the training set (never from MNIST's test set,
 which is for the benchmark's final figures only).
 
-    digitrec train-reader --out runs/reader [--steps N --rows N --seed S]
+    digitrec train-reader --out runs/reader [--steps N --rows N --seed S] [--init READER_CARD]
+
+`--init` starts from a trained reader's weights (its width and hidden size) instead of random ones: a
+second one-cycle run on freshly composed rows (another seed) continues a reader's training at the
+cost of the new steps only. The card keeps the chain (`init`: the starting card's command, seed, steps).
 """
 
 from __future__ import annotations
@@ -189,6 +193,7 @@ class ReaderConfig:
     seed: int = 0
     threads: int | None = None
     command: str = ""
+    init: str | None = None  # a reader card to start from (warm start)
 
 
 def _print(msg: str) -> None:
@@ -210,6 +215,15 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
         f"[{time.perf_counter() - t0:.1f}s]")
 
     model = CRNN(width=config.width, hidden=config.hidden)
+    init_card: dict[str, Any] | None = None
+    if config.init is not None:
+        start = Reader._load_one(Path(config.init))
+        if start.model.hparams != model.hparams:
+            raise ValueError(f"--init {config.init}: its reader has {start.model.hparams}, not {model.hparams}")
+        model.load_state_dict(start.model.state_dict())
+        init_card = start.card
+        log(f"starting from {config.init} ({init_card.get('recipe', {}).get('steps')} steps, "
+            f"seed {init_card.get('seed')})")
     model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps,
@@ -260,6 +274,13 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
         parameters=sum(p.numel() for p in model.parameters()), train_seconds=round(train_seconds, 1),
         threads=torch.get_num_threads(), command=config.command,
         metrics=dict(val_string_accuracy=val_accuracy, val_rows=config.val_rows))
+    if init_card is not None:
+        previous = init_card.get("init")
+        card["init"] = dict(card=str(config.init), command=init_card.get("command"), seed=init_card.get("seed"),
+                            steps=init_card.get("recipe", {}).get("steps"),
+                            train_seconds=init_card.get("train_seconds"),
+                            val_string_accuracy=init_card.get("metrics", {}).get("val_string_accuracy"),
+                            **({"init": previous} if previous else {}))
     half = CRNN(width=config.width, hidden=config.hidden)
     half.load_state_dict(model.state_dict())
     card_path = checkpoint.save(Path(out) / "reader", half.half(), card)  # fp16 weights: half the size

@@ -9,6 +9,7 @@ import sys
 import click
 
 from digitrec.cli import app, options
+from digitrec.errors import UsageError
 
 
 @app.command("train-reader")
@@ -22,18 +23,31 @@ from digitrec.cli import app, options
 @click.option("--width", type=click.IntRange(min=4), default=None, help="Channels of the first conv (default 24).")
 @click.option("--hidden", type=click.IntRange(min=4), default=None, help="GRU size per direction (default 64).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--init", "init", type=click.Path(dir_okay=True), default=None,
+              help="Start from this reader (card .json or its folder) instead of random weights; its width "
+                   "and hidden size are used.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @options.data_dir
 @click.option("--out", default="runs/reader-s{seed}", show_default=True, help="Output folder.")
 @options.json_out
-def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, threads, data_dir, out, json_out) -> None:
+def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, init, threads, data_dir, out,
+                 json_out) -> None:
     """Train the multi-digit row reader on composed rows; write OUT/reader.safetensors + reader.json."""
+    from digitrec.reader import Reader
     from digitrec.reader_training import ReaderConfig
     from digitrec.reader_training import train_reader as run
 
+    if init is not None:
+        start = Reader.load_card_path(init)
+        hparams = Reader._load_one(start).model.hparams  # CheckpointError (one line) when it is not a reader
+        for name, value in (("width", width), ("hidden", hidden)):
+            if value is not None and value != hparams[name]:
+                raise UsageError(f"--{name} {value} differs from the --init reader's {name} {hparams[name]}")
+        width, hidden, init = hparams["width"], hparams["hidden"], str(start)
+
     given = dict(steps=steps, rows=rows, val_rows=val_rows, batch=batch_size, lr=lr, width=width, hidden=hidden)
     command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
-    config = ReaderConfig(seed=seed, threads=threads, command=command,
+    config = ReaderConfig(seed=seed, threads=threads, command=command, init=init,
                           **{k: v for k, v in given.items() if v is not None})
     def log(msg: str) -> None:
         print(msg, file=sys.stderr if json_out else sys.stdout, flush=True)
