@@ -169,13 +169,13 @@ class Reader:
     def load(cls, path: str | os.PathLike | None = None) -> Reader:
         """A reader checkpoint (card .json or its stem; by default the bundled one) with its companions."""
         card_path = cls.load_card_path(path)
-        reader = cls._load_one(card_path)
+        reader = cls.load_single(card_path)
         for entry in reader.card.get("companions", []):
             try:
                 other, weight = card_path.parent / str(entry["card"]), float(entry["weight"])
             except (KeyError, TypeError, ValueError):
                 raise CheckpointError(f"{card_path}: a companion needs a 'card' and a numeric 'weight'") from None
-            reader.companions.append((cls._load_one(other), weight))  # a companion's own companions: ignored
+            reader.companions.append((cls.load_single(other), weight))  # a companion's own companions: ignored
         return reader
 
     @classmethod
@@ -187,7 +187,8 @@ class Reader:
         return card_path if card_path.suffix == ".json" else card_path.with_suffix(".json")
 
     @classmethod
-    def _load_one(cls, card_path: Path) -> Reader:
+    def load_single(cls, card_path: Path) -> Reader:
+        """One reader from its card, without its companions (also how `train-reader --init` starts)."""
         card = checkpoint.read_card(card_path)
         if card.get("model") != "crnn-reader":
             raise CheckpointError(f"{card_path}: not a digitrec reader card (model is not 'crnn-reader')")

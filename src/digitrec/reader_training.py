@@ -217,7 +217,7 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
     model = CRNN(width=config.width, hidden=config.hidden)
     init_card: dict[str, Any] | None = None
     if config.init is not None:
-        start = Reader._load_one(Path(config.init))
+        start = Reader.load_single(Path(config.init))
         if start.model.hparams != model.hparams:
             raise ValueError(f"--init {config.init}: its reader has {start.model.hparams}, not {model.hparams}")
         model.load_state_dict(start.model.state_dict())

@@ -39,7 +39,7 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
 
     if init is not None:
         start = Reader.load_card_path(init)
-        hparams = Reader._load_one(start).model.hparams  # CheckpointError (one line) when it is not a reader
+        hparams = Reader.load_single(start).model.hparams  # CheckpointError (one line) when it is not a reader
         for name, value in (("width", width), ("hidden", hidden)):
             if value is not None and value != hparams[name]:
                 raise UsageError(f"--{name} {value} differs from the --init reader's {name} {hparams[name]}")
