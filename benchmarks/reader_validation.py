@@ -4,6 +4,11 @@ bundled `best` held out (`reader_training.validation_split`), never from the tes
 between readings; the test-set figures come from `user_like_accuracy.py`.
 
     python benchmarks/reader_validation.py --rows 400 [--reader runs/reader-s0] [--methods reader,fused,segment]
+    python benchmarks/reader_validation.py --splits --rows 1000 [--reader runs/reader-s0]
+
+`--splits` answers "does the reader generalise to new writers?": the main reader's greedy reading (no
+test-time augmentation) of rows composed the same way from three pools of digits: the training digits
+it learnt from, the held-out training digits (same writers) and the MNIST test digits (other writers).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import numpy as np
 
 from digitrec import recognizer
 from digitrec.data import load_dataset
-from digitrec.reader_training import validation_split
+from digitrec.reader import Reader
+from digitrec.reader_training import make_rows, read_rows, string_accuracy, validation_split
 from digitrec.recognizer import Recognizer
 from digitrec.synth import compose_number
 
@@ -29,9 +35,23 @@ def main() -> None:
     parser.add_argument("--methods", default="reader,fused,segment")
     parser.add_argument("--fuse-weights", default=None,
                         help="FUSE_WEIGHT[/FUSE_PER_DIGIT] values to try for fused, comma-separated")
+    parser.add_argument("--splits", action="store_true",
+                        help="greedy reading of rows from training, held-out and test digits, then stop")
     args = parser.parse_args()
 
     train = load_dataset("mnist", "train")
+    if args.splits:
+        reader = Reader.load_single(Reader.load_card_path(None if args.reader == "bundled" else args.reader))
+        fit, held = validation_split(len(train.images))
+        test = load_dataset("mnist", "test")
+        pools = {"training digits it learnt from": (train.images[fit], train.labels[fit]),
+                 "held-out training digits": (train.images[held], train.labels[held]),
+                 "MNIST test digits": (test.images, test.labels)}
+        print(f"reader {reader.path}: greedy whole-string accuracy, {args.rows} rows per pool (seed {args.seed})")
+        for name, (images, labels) in pools.items():
+            rows = make_rows(images, labels, args.rows, seed=args.seed)
+            print(f"  {name}: {100 * string_accuracy(read_rows(reader, rows), rows.texts):.2f} %")
+        return
     held = validation_split(len(train.images))[1]
     images, labels = train.images[held], train.labels[held]
     rng = np.random.default_rng(args.seed)

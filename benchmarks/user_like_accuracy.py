@@ -3,7 +3,7 @@ with uneven light, thick/thin pens, rotation, blur, JPEG, coloured ink, canvas e
 the same path as `digitrec predict`. Also: whole-string accuracy of `--multi` on composed numbers.
 
     python benchmarks/user_like_accuracy.py --n 2000 --numbers 300 [--model best|ensemble|fast]
-                                            [--method auto|reader|fused|segment]
+                                            [--method auto|reader|fused|segment] [--reader CARD]
 
 The composed-numbers line also prints per-digit accuracy, reading speed and why rows were misread (too
 few / too many digits, or the right count with a digit misread; and whether the row has touching pairs).
@@ -30,13 +30,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--model", default=None, help="bundled model (default: the Recognizer's default)")
     parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--reader", default="bundled", help="row reader card for the numbers (default: bundled)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--method", default="auto", choices=["auto", "reader", "fused", "segment"],
                         help="read_number's method for the composed numbers (auto: fused when a reader is bundled)")
     args = parser.parse_args()
 
     test = load_dataset("mnist", "test")
-    rec = Recognizer.load(args.checkpoint, model=args.model)
+    rec = Recognizer.load(args.checkpoint, model=args.model, reader=args.reader)
     items = user_like_set(test.images, test.labels, args.n, seed=args.seed)
     t0 = time.perf_counter()
     preds = rec.predict_many([data for data, _, _ in items], errors="return")

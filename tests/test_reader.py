@@ -170,12 +170,47 @@ def test_train_reader_init_continues_from_a_reader(tmp_path):
     assert card["metrics"]["val_string_accuracy"] >= 0.8  # random weights read none of these rows
 
 
+def test_distort_digits_changes_shapes_keeps_labels(mnist_test):
+    from digitrec.reader_training import distort_digits
+
+    images, labels = mnist_test.images[:200], mnist_test.labels[:200]
+    out, out_labels = distort_digits(images, labels, dict(rotate=10, elastic=0.4), copies=2, seed=0)
+    assert out.dtype == np.uint8 and out.shape[1:] == (28, 28) and len(out) == len(out_labels) <= 400
+    assert len(out) >= 390  # digits stay in their box
+    np.testing.assert_array_equal(out_labels[:200], labels)
+    first, second = out[:200].astype(int), out[200:400].astype(int)
+    assert np.abs(first - images).mean() > 5 and np.abs(first - second).mean() > 5  # new shapes, copy by copy
+    # the ink stays where it was, roughly: a distorted digit correlates with its original
+    corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(first, images.astype(int), strict=True)]
+    assert np.median(corr) > 0.6
+    again, _ = distort_digits(images, labels, dict(rotate=10, elastic=0.4), copies=2, seed=0)
+    np.testing.assert_array_equal(again, out)  # reproducible from the seed
+    with pytest.raises(ValueError, match="hflip"):
+        distort_digits(images, labels, dict(hflip=0.5), copies=1, seed=0)
+
+
+def test_train_reader_digit_augment_is_recorded(tmp_path):
+    from digitrec.cli import main
+
+    out = tmp_path / "reader"
+    code = main(["train-reader", "--steps", "2", "--rows", "32", "--val-rows", "8", "--batch-size", "16",
+                 "--digit-augment", "rotate=8,elastic=0.3", "--digit-copies", "2", "--out", str(out)])
+    assert code == 0
+    recipe = json.loads((out / "reader.json").read_text())["recipe"]
+    assert recipe["digit_augment"] == {"rotate": 8.0, "elastic": 0.3} and recipe["digit_copies"] == 2
+
+
 def test_train_reader_bad_arguments(tmp_path):
     assert_one_line_error(run_cli("train-reader", "--steps", "0", "--out", str(tmp_path)), "--steps", code=2)
     assert_one_line_error(run_cli("train-reader", "--init", str(tmp_path / "none.json"), "--out", str(tmp_path)),
                           "none.json", code=1)
     assert_one_line_error(run_cli("train-reader", "--init", str(Reader.bundled_card()), "--width", "8",
                                   "--out", str(tmp_path)), "--width", code=2)
+    for bad in ("twist=3", "hflip=0.5", "rotate=ten"):
+        assert_one_line_error(run_cli("train-reader", "--digit-augment", bad, "--out", str(tmp_path)),
+                              "--digit-augment", code=2)
+    assert_one_line_error(run_cli("train-reader", "--digit-copies", "3", "--out", str(tmp_path)),
+                          "--digit-copies", code=2)
 
 
 def test_predict_multi_bad_file_one_line(tmp_path):

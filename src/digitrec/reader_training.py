@@ -9,10 +9,16 @@ Validation rows are composed from a held-out part of the training set (never fro
 which is for the benchmark's final figures only).
 
     digitrec train-reader --out runs/reader [--steps N --rows N --seed S] [--init READER_CARD]
+                          [--digit-augment rotate=10,elastic=0.4 --digit-copies 4]
 
 `--init` starts from a trained reader's weights (its width and hidden size) instead of random ones: a
 second one-cycle run on freshly composed rows (another seed) continues a reader's training at the
 cost of the new steps only. The card keeps the chain (`init`: the starting card's command, seed, steps).
+
+`--digit-augment` distorts each training digit (random affine and elastic warp, `augment.augment_batch`,
+the digit model's augmentations) before rows are composed from them, `--digit-copies` times over: the
+line-level augmentation changes a row's pen, scale and slant, but not the shapes of its digits, so
+without it the reader sees only the training writers' shapes, while the test rows come from other writers.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +37,13 @@ import torch
 import torch.nn.functional as F
 
 from digitrec import checkpoint
+from digitrec.augment import AUGMENTATIONS, augment_batch
 from digitrec.data import load_dataset
 from digitrec.reader import BLANK, CRNN, LINE_HEIGHT, MULTIPLE, STRIDE, Reader, ctc_greedy, line_image
 from digitrec.synth import compose_number
 
-__all__ = ["ReaderConfig", "RowSet", "augment", "make_rows", "string_accuracy", "train_reader", "validation_split"]
+__all__ = ["ReaderConfig", "RowSet", "augment", "distort_digits", "make_rows", "string_accuracy", "train_reader",
+           "validation_split"]
 
 # Validation rows are composed from the 1,000 training digits the bundled `best` held out (`digitrec train
 # --val 1000 --seed 0`): unseen by the reader and by the digit model, so figures for the fused reading
@@ -110,6 +118,25 @@ def make_rows(images: np.ndarray, labels: np.ndarray, n: int, seed: int, workers
         targets[k, :len(t)] = [int(c) for c in t]
     return RowSet(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), targets, lengths,
                   texts)
+
+
+def distort_digits(images: np.ndarray, labels: np.ndarray, spec: dict[str, float], copies: int, seed: int,
+                   batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """`copies` randomly distorted versions of each uint8 digit [N, 28, 28] (batched torch, `augment_batch`
+    with `spec`) and their labels: a pool of new shapes for composing training rows."""
+    unknown = set(spec) - (set(AUGMENTATIONS) - {"hflip"})
+    if unknown:
+        raise ValueError(f"unknown digit augmentation(s): {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(k for k in AUGMENTATIONS if k != 'hflip')})")
+    gen = torch.Generator().manual_seed(20_000 + seed)
+    out = np.empty((copies * len(images), *images.shape[1:]), dtype=np.uint8)
+    for c in range(copies):
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(images[i:i + batch]).float().div_(255).unsqueeze(1)
+            y = augment_batch(x, spec, gen).squeeze(1).mul_(255).round_().clamp_(0, 255)
+            out[c * len(images) + i:c * len(images) + i + len(x)] = y.to(torch.uint8).numpy()
+    keep = out.reshape(len(out), -1).max(axis=1) > 0  # a digit warped out of its box would make an empty piece
+    return out[keep], np.tile(labels, copies)[keep]
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -194,6 +221,8 @@ class ReaderConfig:
     threads: int | None = None
     command: str = ""
     init: str | None = None  # a reader card to start from (warm start)
+    digit_augment: dict[str, float] = field(default_factory=dict)  # distort training digits before composing
+    digit_copies: int = 1  # distorted versions of each training digit (with digit_augment)
 
 
 def _print(msg: str) -> None:
@@ -209,7 +238,13 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
     train = load_dataset("mnist", "train", data_dir)
     fit_idx, val_idx = validation_split(len(train.images))  # fixed, whatever the seed
     t0 = time.perf_counter()
-    rows = make_rows(train.images[fit_idx], train.labels[fit_idx], config.rows, seed=config.seed)
+    pool_images, pool_labels = train.images[fit_idx], train.labels[fit_idx]
+    if config.digit_augment:
+        pool_images, pool_labels = distort_digits(pool_images, pool_labels, config.digit_augment,
+                                                  config.digit_copies, config.seed)
+        log(f"distorted {len(pool_images)} training digits ({config.digit_copies} per digit) "
+            f"[{time.perf_counter() - t0:.1f}s]")
+    rows = make_rows(pool_images, pool_labels, config.rows, seed=config.seed)
     val = make_rows(train.images[val_idx], train.labels[val_idx], config.val_rows, seed=10_000 + config.seed)
     log(f"composed {config.rows} training rows and {config.val_rows} validation rows "
         f"[{time.perf_counter() - t0:.1f}s]")
@@ -267,7 +302,9 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
         recipe=dict(steps=config.steps, batch=config.batch, rows=config.rows, lr=config.lr,
                     weight_decay=config.weight_decay, optimizer="adamw", schedule="onecycle", loss="ctc",
                     bf16=False, augment="affine (scale, stretch, slant, shift), stroke, blur, gamma, noise",
-                    line=dict(height=LINE_HEIGHT, stride=STRIDE)),
+                    line=dict(height=LINE_HEIGHT, stride=STRIDE),
+                    **(dict(digit_augment=config.digit_augment, digit_copies=config.digit_copies)
+                       if config.digit_augment else {})),
         dataset="mnist", data_sha256=dict(train.sha256), seed=config.seed,
         split=dict(held_out_training_digits=VAL_DIGITS, as_digit_model_val_seed=VAL_SEED, val_rows=config.val_rows,
                    val_row_seed=10_000 + config.seed),

@@ -26,12 +26,17 @@ from digitrec.errors import UsageError
 @click.option("--init", "init", type=click.Path(dir_okay=True), default=None,
               help="Start from this reader (card .json or its folder) instead of random weights; its width "
                    "and hidden size are used.")
+@click.option("--digit-augment", default=None,
+              help="Distort each training digit before composing rows, e.g. 'rotate=10,scale=0.1,elastic=0.4' "
+                   "(the names of `train --augment`; default: none).")
+@click.option("--digit-copies", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Distorted versions of each training digit (with --digit-augment).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @options.data_dir
 @click.option("--out", default="runs/reader-s{seed}", show_default=True, help="Output folder.")
 @options.json_out
-def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, init, threads, data_dir, out,
-                 json_out) -> None:
+def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, init, digit_augment, digit_copies,
+                 threads, data_dir, out, json_out) -> None:
     """Train the multi-digit row reader on composed rows; write OUT/reader.safetensors + reader.json."""
     from digitrec.reader import Reader
     from digitrec.reader_training import ReaderConfig
@@ -45,9 +50,19 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
                 raise UsageError(f"--{name} {value} differs from the --init reader's {name} {hparams[name]}")
         width, hidden, init = hparams["width"], hparams["hidden"], str(start)
 
+    from digitrec.augment import AUGMENTATIONS
+
+    spec = options.parse_augment(digit_augment, "--digit-augment") or {}
+    unknown = sorted(set(spec) - set(AUGMENTATIONS) | ({"hflip"} & set(spec)))
+    if unknown:
+        raise UsageError(f"--digit-augment: unknown name(s) {', '.join(unknown)}; known: "
+                         + ", ".join(k for k in AUGMENTATIONS if k != "hflip"))
+    if digit_copies > 1 and not spec:
+        raise UsageError("--digit-copies needs --digit-augment (copies of undistorted digits add nothing)")
     given = dict(steps=steps, rows=rows, val_rows=val_rows, batch=batch_size, lr=lr, width=width, hidden=hidden)
     command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
-    config = ReaderConfig(seed=seed, threads=threads, command=command, init=init,
+    config = ReaderConfig(seed=seed, threads=threads, command=command, init=init, digit_augment=spec,
+                          digit_copies=digit_copies,
                           **{k: v for k, v in given.items() if v is not None})
     def log(msg: str) -> None:
         print(msg, file=sys.stderr if json_out else sys.stdout, flush=True)

@@ -13,22 +13,6 @@ from digitrec.cli import app, options
 from digitrec.errors import UsageError
 
 
-def _parse_augment(text: str | None) -> dict[str, float] | None:
-    """'rotate=10,elastic=0.5' -> dict; 'none' -> {}."""
-    if text is None:
-        return None
-    if text.strip().lower() in ("none", "off", ""):
-        return {}
-    out: dict[str, float] = {}
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        try:
-            out[key.strip()] = float(value) if sep else 1.0
-        except ValueError:
-            raise UsageError(f"--augment: {part!r} is not NAME=NUMBER") from None
-    return out
-
-
 def _parse_arch(text: str | None) -> dict[str, int | float]:
     """'width=64,dropout=0.2' -> {'width': 64, 'dropout': 0.2} (whole numbers stay ints)."""
     out: dict[str, int | float] = {}
@@ -77,7 +61,7 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, augment, arch, ense
     from digitrec.training import TrainConfig
     from digitrec.training import train as run_training
 
-    overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, augment=_parse_augment(augment))
+    overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, augment=options.parse_augment(augment))
     model_kwargs = _parse_arch(arch)
     command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
     results = []
