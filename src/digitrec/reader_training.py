@@ -18,7 +18,8 @@ cost of the new steps only. The card keeps the chain (`init`: the starting card'
 `--digit-augment` distorts each training digit (random affine and elastic warp, `augment.augment_batch`,
 the digit model's augmentations) before rows are composed from them, `--digit-copies` times over: the
 line-level augmentation changes a row's pen, scale and slant, but not the shapes of its digits, so
-without it the reader sees only the training writers' shapes, while the test rows come from other writers.
+without it the reader sees only the training writers' shapes, while the test rows come from other writers
+(what it measured: README, "Known limits").
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from digitrec.data import load_dataset
 from digitrec.reader import BLANK, CRNN, LINE_HEIGHT, MULTIPLE, STRIDE, Reader, ctc_greedy, line_image
 from digitrec.synth import compose_number
 
-__all__ = ["ReaderConfig", "RowSet", "augment", "distort_digits", "make_rows", "string_accuracy", "train_reader",
-           "validation_split"]
+__all__ = ["DIGIT_AUGMENTATIONS", "ReaderConfig", "RowSet", "augment", "distort_digits", "make_rows",
+           "string_accuracy", "train_reader", "validation_split"]
 
 # Validation rows are composed from the 1,000 training digits the bundled `best` held out (`digitrec train
 # --val 1000 --seed 0`): unseen by the reader and by the digit model, so figures for the fused reading
@@ -55,6 +56,8 @@ def validation_split(n_images: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices the reader trains on, held-out indices for validation rows) of the MNIST training set."""
     order = np.random.default_rng(10_000 + VAL_SEED).permutation(n_images)  # as training.split_validation
     return np.sort(order[VAL_DIGITS:]), np.sort(order[:VAL_DIGITS])
+
+DIGIT_AUGMENTATIONS = tuple(k for k in AUGMENTATIONS if k != "hflip")  # a mirrored digit is another digit
 
 MAX_WIDTH = 480  # line columns kept (a row of 10 wide digits is ~400)
 
@@ -124,10 +127,10 @@ def distort_digits(images: np.ndarray, labels: np.ndarray, spec: dict[str, float
                    batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """`copies` randomly distorted versions of each uint8 digit [N, 28, 28] (batched torch, `augment_batch`
     with `spec`) and their labels: a pool of new shapes for composing training rows."""
-    unknown = set(spec) - (set(AUGMENTATIONS) - {"hflip"})
+    unknown = set(spec) - set(DIGIT_AUGMENTATIONS)
     if unknown:
         raise ValueError(f"unknown digit augmentation(s): {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(k for k in AUGMENTATIONS if k != 'hflip')})")
+                         f"(known: {', '.join(DIGIT_AUGMENTATIONS)})")
     gen = torch.Generator().manual_seed(20_000 + seed)
     out = np.empty((copies * len(images), *images.shape[1:]), dtype=np.uint8)
     for c in range(copies):

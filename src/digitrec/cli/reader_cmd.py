@@ -39,7 +39,7 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
                  threads, data_dir, out, json_out) -> None:
     """Train the multi-digit row reader on composed rows; write OUT/reader.safetensors + reader.json."""
     from digitrec.reader import Reader
-    from digitrec.reader_training import ReaderConfig
+    from digitrec.reader_training import DIGIT_AUGMENTATIONS, ReaderConfig
     from digitrec.reader_training import train_reader as run
 
     if init is not None:
@@ -50,13 +50,11 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
                 raise UsageError(f"--{name} {value} differs from the --init reader's {name} {hparams[name]}")
         width, hidden, init = hparams["width"], hparams["hidden"], str(start)
 
-    from digitrec.augment import AUGMENTATIONS
-
     spec = options.parse_augment(digit_augment, "--digit-augment") or {}
-    unknown = sorted(set(spec) - set(AUGMENTATIONS) | ({"hflip"} & set(spec)))
+    unknown = sorted(set(spec) - set(DIGIT_AUGMENTATIONS))
     if unknown:
         raise UsageError(f"--digit-augment: unknown name(s) {', '.join(unknown)}; known: "
-                         + ", ".join(k for k in AUGMENTATIONS if k != "hflip"))
+                         + ", ".join(DIGIT_AUGMENTATIONS))
     if digit_copies > 1 and not spec:
         raise UsageError("--digit-copies needs --digit-augment (copies of undistorted digits add nothing)")
     given = dict(steps=steps, rows=rows, val_rows=val_rows, batch=batch_size, lr=lr, width=width, hidden=hidden)
