@@ -167,26 +167,32 @@ def _kill_processes_mentioning(text: str) -> None:
             pass
 
 
+def _torchrun_mlp(out: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`torchrun --nproc-per-node 2 -m digitrec train --model mlp ...` (about 10 s on 2 cores). A hung
+    launch is killed with its workers; a run that does not end within `timeout` fails the test."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # Own process group, so a hang kills torchrun's workers too, not just the launcher.
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "digitrec", "train", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "--threads", "1",
+         "--json", "--no-progress", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        stdout, stderr = launcher.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        _kill_processes_mentioning(str(out))  # torch's launcher may start workers in their own sessions
+        raise
+    return subprocess.CompletedProcess(launcher.args, launcher.returncode, stdout, stderr)
+
+
 def test_torchrun_two_processes_matches_single_process(tmp_path):
     single = run_cli("train", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "--threads", "1",
                      "--json", "--no-progress", "--out", str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
     one = json.loads(single.stdout.strip().splitlines()[-1])
 
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    # Own process group, so a hang kills torchrun's workers too, not just the launcher.
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "digitrec", "train", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "--threads", "1",
-         "--json", "--no-progress", "--out", str(tmp_path / "ddp")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    try:
-        stdout, stderr = launcher.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(launcher.pid, signal.SIGKILL)
-        _kill_processes_mentioning(str(tmp_path))  # torch's launcher may start workers in their own sessions
-        raise
-    ddp = subprocess.CompletedProcess(launcher.args, launcher.returncode, stdout, stderr)
+    ddp = _torchrun_mlp(tmp_path / "ddp")
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     results = [json.loads(line) for line in ddp.stdout.splitlines() if line.startswith("{")]
     assert len(results) == 1, ddp.stdout  # only rank 0 reports and writes
