@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -167,9 +169,9 @@ def _kill_processes_mentioning(text: str) -> None:
             pass
 
 
-def _torchrun_mlp(out: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`torchrun --nproc-per-node 2 -m digitrec train --model mlp ...` (about 10 s on 2 cores). A hung
-    launch is killed with its workers; a run that does not end within `timeout` fails the test."""
+def _torchrun_mlp(out: Path, timeout: float = 120) -> subprocess.CompletedProcess | None:
+    """`torchrun --nproc-per-node 2 -m digitrec train --model mlp ...` (about 10 s on 2 cores); None (and a
+    warning) when it does not end within `timeout`: then it is killed with its workers."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # Own process group, so a hang kills torchrun's workers too, not just the launcher.
     launcher = subprocess.Popen(
@@ -180,9 +182,11 @@ def _torchrun_mlp(out: Path, timeout: float = 300) -> subprocess.CompletedProces
     try:
         stdout, stderr = launcher.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(launcher.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)
         _kill_processes_mentioning(str(out))  # torch's launcher may start workers in their own sessions
-        raise
+        warnings.warn(f"torchrun hung for {timeout:.0f} s and was killed", stacklevel=2)
+        return None
     return subprocess.CompletedProcess(launcher.args, launcher.returncode, stdout, stderr)
 
 
@@ -192,14 +196,19 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
     assert single.returncode == 0, single.stderr
     one = json.loads(single.stdout.strip().splitlines()[-1])
 
-    ddp = _torchrun_mlp(tmp_path / "ddp")
+    # torchrun (gloo) hangs now and then once the work is done (pytorch/pytorch#75097: once in this project's
+    # checks, once in 41 launches by hand, both after rank 0 had printed its result): one retry, in a fresh
+    # folder. Two hangs in a row fail the test.
+    ddp = _torchrun_mlp(tmp_path / "ddp") or _torchrun_mlp(tmp_path / "ddp-retry")
+    assert ddp is not None, "torchrun hung twice"
+    out = Path(ddp.args[ddp.args.index("--out") + 1])
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     results = [json.loads(line) for line in ddp.stdout.splitlines() if line.startswith("{")]
     assert len(results) == 1, ddp.stdout  # only rank 0 reports and writes
     two = results[0]
     assert two["world_size"] == 2
     assert abs(two["test_accuracy"] - one["test_accuracy"]) < 0.01
-    files = sorted(p.name for p in (tmp_path / "ddp").iterdir())
+    files = sorted(p.name for p in out.iterdir())
     assert files == ["model.json", "model.safetensors"]
-    evaluated = run_cli("evaluate", "--checkpoint", str(tmp_path / "ddp"), "--json")
+    evaluated = run_cli("evaluate", "--checkpoint", str(out), "--json")
     assert json.loads(evaluated.stdout)["accuracy"] == two["test_accuracy"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 
@@ -76,7 +75,6 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, augment, arch, ense
                              model_kwargs=model_kwargs)
         result = run_training(config)
         if not result:  # a non-zero DDP rank
-            _end_torchrun_worker()
             return
         results.append(result)
         print(f"test accuracy {result['test_accuracy']:.4f}  test loss {result['test_loss']:.4f}  "
@@ -90,18 +88,6 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, augment, arch, ense
               f"  -> {results[-1]['checkpoint']}")
     if json_out:
         print(json.dumps(results[-1]))
-    _end_torchrun_worker()
-
-
-def _end_torchrun_worker() -> None:
-    """Under torchrun, leave now that the process group is destroyed and the checkpoint written: the gloo
-    teardown can hang now and then (pytorch/pytorch#75097; the 2-process test hung once in this project's
-    checks, after rank 0 had printed its result), and torchrun then waits for the worker forever. Outside
-    torchrun: nothing."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
 
 
 @app.command()
