@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
 from digitrec import recognizer
 from digitrec.data import load_dataset
+from digitrec.errors import DigitrecError
 from digitrec.reader import Reader
 from digitrec.reader_training import make_rows, read_rows, string_accuracy, validation_split
 from digitrec.recognizer import Recognizer
@@ -81,4 +83,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DigitrecError as exc:  # a bad --reader/--checkpoint or data folder: one line, exit 1
+        raise SystemExit(f"{Path(__file__).name}: error: {exc}") from None

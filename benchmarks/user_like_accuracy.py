@@ -15,11 +15,13 @@ import argparse
 import collections
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
 from digitrec import Recognizer
 from digitrec.data import load_dataset
+from digitrec.errors import DigitrecError
 from digitrec.synth import compose_number, user_like_set
 
 
@@ -89,4 +91,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DigitrecError as exc:  # a bad --reader/--checkpoint or data folder: one line, exit 1
+        raise SystemExit(f"{Path(__file__).name}: error: {exc}") from None
