@@ -5,10 +5,16 @@ between readings; the test-set figures come from `user_like_accuracy.py`.
 
     python benchmarks/reader_validation.py --rows 400 [--reader runs/reader-s0] [--methods reader,fused,segment]
     python benchmarks/reader_validation.py --splits --rows 1000 [--reader runs/reader-s0]
+    python benchmarks/reader_validation.py --pools --rows 1000 --methods reader,fused
 
 `--splits` answers "does the reader generalise to new writers?": the main reader's greedy reading (no
 test-time augmentation) of rows composed the same way from three pools of digits: the training digits
 it learnt from, the held-out training digits (same writers) and the MNIST test digits (other writers).
+
+`--pools` asks whether the 1,000 held-out digits stand in fairly for the test digits: the same rows,
+composed from the held-out pool, from 1,000 training digits the models learnt from, and from three random
+1,000-digit subsets of the test digits. It reads test digits, so it informs how far validation can be
+trusted, never a choice.
 """
 
 from __future__ import annotations
@@ -28,6 +34,35 @@ from digitrec.recognizer import Recognizer
 from digitrec.synth import compose_number
 
 
+def _rows(images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> list[tuple]:
+    """`n` rows composed as the test benchmark's (half user-like), with boxes and the digits' indices."""
+    rng = np.random.default_rng(seed)
+    return [compose_number(images, labels, rng, user_like=bool(rng.random() < 0.5), return_boxes=True,
+                           return_picks=True) for _ in range(n)]
+
+
+def _evaluate(rec: Recognizer, method: str, rows: list[tuple], alone_wrong: np.ndarray) -> str:
+    """One line: whole-string accuracy of `method` on `rows`, and why rows were misread. `alone_wrong`
+    marks the pool's digits the digit model misreads even on their own: few, but each is drawn into
+    several rows, so they decide much of any comparison; rows without one are counted apart."""
+    t0 = time.perf_counter()
+    read = [rec.read_number(image, method=method).text for image, *_ in rows]
+    seconds = time.perf_counter() - t0
+    ok = [r == t for r, (_, t, *_) in zip(read, rows, strict=True)]
+    hard = [bool(alone_wrong[picks].any()) for *_, picks in rows]
+    touching = [any(b[0] <= a[2] for a, b in zip(bx[:-1], bx[1:], strict=True)) for _, _, bx, _ in rows]
+    wrong_count = sum(len(r) != len(t) for r, (_, t, *_) in zip(read, rows, strict=True))
+    hard_misread = sum(h and not o for h, o in zip(hard, ok, strict=True))
+    on_touching = np.mean([o for o, t in zip(ok, touching, strict=True) if t])
+    return (f"{100 * np.mean(ok):.2f} % of {len(rows)} rows (rows with a touching pair: {100 * on_touching:.2f} %; "
+            f"wrong digit count {wrong_count}; misread: {hard_misread} of the {sum(hard)} rows holding a digit "
+            f"misread alone, {len(rows) - sum(ok) - hard_misread} other rows); {len(rows) / seconds:.1f} rows/s")
+
+
+def _misread_alone(rec: Recognizer, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return np.array([p.digit for p in rec.predict_array(images)]) != labels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=400)
@@ -39,12 +74,15 @@ def main() -> None:
                         help="FUSE_WEIGHT[/FUSE_PER_DIGIT] values to try for fused, comma-separated")
     parser.add_argument("--splits", action="store_true",
                         help="greedy reading of rows from training, held-out and test digits, then stop")
+    parser.add_argument("--pools", action="store_true",
+                        help="--methods on rows from 1,000-digit pools: the held-out digits, training digits "
+                             "the models learnt from and three random subsets of the test digits, then stop")
     args = parser.parse_args()
 
     train = load_dataset("mnist", "train")
+    fit, held = validation_split(len(train.images))
     if args.splits:
         reader = Reader.load_single(Reader.load_card_path(None if args.reader == "bundled" else args.reader))
-        fit, held = validation_split(len(train.images))
         test = load_dataset("mnist", "test")
         pools = {"training digits it learnt from": (train.images[fit], train.labels[fit]),
                  "held-out training digits": (train.images[held], train.labels[held]),
@@ -54,13 +92,26 @@ def main() -> None:
             rows = make_rows(images, labels, args.rows, seed=args.seed)
             print(f"  {name}: {100 * string_accuracy(read_rows(reader, rows), rows.texts):.2f} %")
         return
-    held = validation_split(len(train.images))[1]
-    images, labels = train.images[held], train.labels[held]
-    rng = np.random.default_rng(args.seed)
-    rows = [compose_number(images, labels, rng, user_like=bool(rng.random() < 0.5), return_boxes=True)
-            for _ in range(args.rows)]
     rec = Recognizer.load(model=args.model, reader=args.reader)
     methods = args.methods.split(",")
+    if args.pools:
+        # Is a 1,000-digit validation pool a fair stand-in for the test digits? Same size, same rows,
+        # pools of other writers' digits beside it. Not for choosing: it reads test digits.
+        test = load_dataset("mnist", "test")
+        learnt = fit[np.random.default_rng(5).choice(len(fit), len(held), replace=False)]
+        pools = {"held-out training digits (the validation pool)": (train.images[held], train.labels[held]),
+                 "1,000 training digits the models learnt from": (train.images[learnt], train.labels[learnt])}
+        for k in range(3):
+            pick = np.random.default_rng(k).choice(len(test.images), len(held), replace=False)
+            pools[f"1,000 random MNIST test digits (subset {k})"] = (test.images[pick], test.labels[pick])
+        for name, (images, labels) in pools.items():
+            rows, alone_wrong = _rows(images, labels, args.rows, args.seed), _misread_alone(rec, images, labels)
+            for method in methods:
+                print(f"{name}, {method}: {_evaluate(rec, method, rows, alone_wrong)}", flush=True)
+        return
+    images, labels = train.images[held], train.labels[held]
+    rows, alone_wrong = _rows(images, labels, args.rows, args.seed), _misread_alone(rec, images, labels)
+    print(f"{int(alone_wrong.sum())} of the {len(images)} held-out digits are misread by the digit model alone")
     if args.fuse_weights:
         methods = [m for m in methods if m != "fused"] + [f"fused@{w}" for w in args.fuse_weights.split(",")]
     for method in methods:
@@ -70,16 +121,7 @@ def main() -> None:
             recognizer.FUSE_WEIGHT = float(weight)
             recognizer.FUSE_PER_DIGIT = float(per_digit or 0.0)
             print(f"FUSE_WEIGHT = {weight}, FUSE_PER_DIGIT = {per_digit or 0.0}")
-        t0 = time.perf_counter()
-        read = [rec.read_number(image, method=method).text for image, _, _ in rows]
-        seconds = time.perf_counter() - t0
-        ok = [r == t for r, (_, t, _) in zip(read, rows, strict=True)]
-        touching = [any(b[0] <= a[2] for a, b in zip(bx[:-1], bx[1:], strict=True)) for _, _, bx in rows]
-        wrong_count = sum(len(r) != len(t) for r, (_, t, _) in zip(read, rows, strict=True))
-        on_touching = np.mean([o for o, t in zip(ok, touching, strict=True) if t])
-        print(f"{method}: {100 * np.mean(ok):.2f} % of {args.rows} validation rows "
-              f"(rows with a touching pair: {100 * on_touching:.2f} %; "
-              f"wrong digit count {wrong_count}); {args.rows / seconds:.1f} rows/s")
+        print(f"{method}: {_evaluate(rec, method, rows, alone_wrong)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -50,18 +50,25 @@ def main() -> None:
         for part in style.split(":")[0].split("+"):
             per_style[part].append(bool(ok))
 
+    # The test digits the digit model misreads even alone, MNIST-clean: no row holding one is easy.
+    alone_wrong = np.array([p.digit for p in rec.predict_array(test.images)]) != test.labels
     rng = np.random.default_rng(args.seed + 1)
     strings_ok, digits_ok, digits_total, number_seconds = 0, 0, 0, 0.0
+    hard_rows, hard_rows_misread = 0, 0
     causes: collections.Counter[str] = collections.Counter()  # why a row was misread
     for _ in range(args.numbers):
-        image, text, boxes = compose_number(test.images, test.labels, rng, user_like=bool(rng.random() < 0.5),
-                                            return_boxes=True)
+        image, text, boxes, picks = compose_number(test.images, test.labels, rng,
+                                                   user_like=bool(rng.random() < 0.5), return_boxes=True,
+                                                   return_picks=True)
         t0 = time.perf_counter()
         read = rec.read_number(image, method=args.method).text
         number_seconds += time.perf_counter() - t0
         strings_ok += read == text
         digits_ok += sum(a == b for a, b in zip(read, text, strict=False)) if len(read) == len(text) else 0
         digits_total += len(text)
+        hard = bool(alone_wrong[picks].any())
+        hard_rows += hard
+        hard_rows_misread += hard and read != text
         if read != text:
             touching = any(b[0] <= a[2] for a, b in zip(boxes[:-1], boxes[1:], strict=True))
             count = "too few digits" if len(read) < len(text) else "too many digits" if len(read) > len(text) else ""
@@ -72,7 +79,10 @@ def main() -> None:
                   per_style={k: dict(n=len(v), accuracy=float(np.mean(v))) for k, v in sorted(per_style.items())},
                   numbers=args.numbers, number_accuracy=strings_ok / max(args.numbers, 1),
                   number_digit_accuracy=digits_ok / max(digits_total, 1),
-                  numbers_per_second=args.numbers / max(number_seconds, 1e-9), number_errors=dict(causes))
+                  numbers_per_second=args.numbers / max(number_seconds, 1e-9), number_errors=dict(causes),
+                  test_digits_misread_alone=int(alone_wrong.sum()), rows_holding_one=hard_rows,
+                  rows_holding_one_misread=hard_rows_misread,
+                  other_rows_misread=args.numbers - strings_ok - hard_rows_misread)
     print(f"model: {rec.name}")
     print(f"user-like single digits: {100 * result['accuracy']:.2f} % of {args.n} (seed {args.seed})")
     print(f"composed numbers (4-10 digits, --multi): {100 * result['number_accuracy']:.2f} % whole-string "
@@ -82,6 +92,8 @@ def main() -> None:
           f"{result['numbers_per_second']:.1f} numbers/s")
     for cause, n in causes.most_common():
         print(f"  misread rows, {cause}: {n}")
+    print(f"  rows holding one of the {result['test_digits_misread_alone']} test digits the digit model misreads "
+          f"alone: {hard_rows} ({hard_rows_misread} misread); other rows misread: {result['other_rows_misread']}")
     print("| style element | n | accuracy |\n|---|---|---|")
     for k, v in result["per_style"].items():
         print(f"| {k} | {v['n']} | {100 * v['accuracy']:.2f} % |")

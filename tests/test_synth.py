@@ -96,3 +96,15 @@ def test_compose_number(mnist_test):
         assert (np.median(image) > 128) == (i % 2 == 1)  # user-like: dark on light; else MNIST's white on black
     image, text = compose_number(mnist_test.images, mnist_test.labels, rng, n_digits=7)
     assert len(text) == 7
+
+
+def test_compose_number_picks_name_the_digits_used(mnist_test):
+    """`return_picks` draws the very same row (same random stream) and names the digits in it."""
+    plain, text = compose_number(mnist_test.images, mnist_test.labels, np.random.default_rng(9))
+    image, text2, boxes, picks = compose_number(mnist_test.images, mnist_test.labels, np.random.default_rng(9),
+                                                return_boxes=True, return_picks=True)
+    assert np.array_equal(plain, image) and text == text2 and len(picks) == len(boxes) == len(text)
+    assert "".join(str(int(mnist_test.labels[i])) for i in picks) == text
+    _, _, only_picks = compose_number(mnist_test.images, mnist_test.labels, np.random.default_rng(9),
+                                      return_picks=True)
+    assert np.array_equal(only_picks, picks)

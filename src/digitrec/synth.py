@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
 import numpy as np
 import scipy.ndimage as ndi
@@ -196,12 +197,14 @@ def user_like_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int,
 
 def compose_number(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
                    n_digits: int | None = None, user_like: bool = False, *, return_boxes: bool = False,
-                   ) -> tuple[np.ndarray, str] | tuple[np.ndarray, str, list[tuple[int, int, int, int]]]:
+                   return_picks: bool = False) -> tuple[Any, ...]:
     """A row of `n_digits` (default 4-10) random MNIST digits as one uint8 image, and its text. Spacing
     varies (2-8 MNIST px), and a quarter of neighbours abut or overlap by 1 px, so their ink often touches,
     as in quick handwriting.
     `user_like` draws it dark on light paper, 2-5x larger, with uneven light and noise; otherwise it stays
-    white on black at MNIST scale. `return_boxes` adds each digit's ink box (x0, y0, x1, y1), for tests."""
+    white on black at MNIST scale. `return_boxes` adds each digit's ink box (x0, y0, x1, y1), for tests;
+    `return_picks` adds the indices of the digits used (after the boxes), so a benchmark can tell which
+    rows hold a digit the digit model misreads even on its own."""
     n = int(n_digits if n_digits is not None else rng.integers(4, 11))
     picks = rng.integers(0, len(images), n)
     pieces = []
@@ -233,4 +236,4 @@ def compose_number(images: np.ndarray, labels: np.ndarray, rng: np.random.Genera
         page += rng.standard_normal(page.shape, dtype=np.float32) * rng.uniform(0.0, 0.04)
         strip = np.round(np.clip(page, 0.0, 1.0) * 255).astype(np.uint8)
         boxes = [(int(x0 * f), int(y0 * f), math.ceil(x1 * f), math.ceil(y1 * f)) for x0, y0, x1, y1 in boxes]
-    return (strip, text, boxes) if return_boxes else (strip, text)
+    return (strip, text, *([boxes] if return_boxes else []), *([picks] if return_picks else []))
