@@ -29,7 +29,7 @@ from digitrec import recognizer
 from digitrec.data import load_dataset
 from digitrec.errors import DigitrecError
 from digitrec.reader import Reader
-from digitrec.reader_training import make_rows, read_rows, string_accuracy, validation_split
+from digitrec.reader_training import card_split, make_rows, read_rows, string_accuracy
 from digitrec.recognizer import Recognizer
 from digitrec.synth import compose_number
 
@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=99)
     parser.add_argument("--reader", default="bundled")
     parser.add_argument("--model", default="best")
+    parser.add_argument("--checkpoint", default=None,
+                        help="digit model checkpoint instead of a bundled --model (e.g. one trained with "
+                             "--val N --val-split tail, beside a reader trained with --held-out-split tail)")
     parser.add_argument("--methods", default="reader,fused,segment")
     parser.add_argument("--fuse-weights", default=None,
                         help="FUSE_WEIGHT[/FUSE_PER_DIGIT] values to try for fused, comma-separated")
@@ -80,9 +83,10 @@ def main() -> None:
     args = parser.parse_args()
 
     train = load_dataset("mnist", "train")
-    fit, held = validation_split(len(train.images))
+    # the held-out digits are the ones the reader's card says it kept out (the default: best's --val draw)
+    reader = Reader.load_single(Reader.load_card_path(None if args.reader == "bundled" else args.reader))
+    fit, held = card_split(reader.card, len(train.images))
     if args.splits:
-        reader = Reader.load_single(Reader.load_card_path(None if args.reader == "bundled" else args.reader))
         test = load_dataset("mnist", "test")
         pools = {"training digits it learnt from": (train.images[fit], train.labels[fit]),
                  "held-out training digits": (train.images[held], train.labels[held]),
@@ -92,7 +96,7 @@ def main() -> None:
             rows = make_rows(images, labels, args.rows, seed=args.seed)
             print(f"  {name}: {100 * string_accuracy(read_rows(reader, rows), rows.texts):.2f} %")
         return
-    rec = Recognizer.load(model=args.model, reader=args.reader)
+    rec = Recognizer.load(args.checkpoint, model=None if args.checkpoint else args.model, reader=args.reader)
     methods = args.methods.split(",")
     if args.pools:
         # Is a 1,000-digit validation pool a fair stand-in for the test digits? Same size, same rows,
@@ -111,7 +115,8 @@ def main() -> None:
         return
     images, labels = train.images[held], train.labels[held]
     rows, alone_wrong = _rows(images, labels, args.rows, args.seed), _misread_alone(rec, images, labels)
-    print(f"{int(alone_wrong.sum())} of the {len(images)} held-out digits are misread by the digit model alone")
+    print(f"{len(images)} held-out digits ({reader.card.get('split', {}).get('held_out_split', 'random')}); "
+          f"the digit model misreads {int(alone_wrong.sum())} of them alone")
     if args.fuse_weights:
         methods = [m for m in methods if m != "fused"] + [f"fused@{w}" for w in args.fuse_weights.split(",")]
     for method in methods:

@@ -218,3 +218,31 @@ def test_predict_multi_bad_file_one_line(tmp_path):
     proc = run_cli("predict", str(tmp_path / "row.png"), "--multi")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_train_reader_tail_hold_out_is_recorded_and_used(tmp_path):
+    """--held-out N --held-out-split tail keeps the last N training digits out; the card says so, and
+    `card_split` (what reader_validation composes its rows from) gives back the same digits."""
+    from digitrec.cli import main
+    from digitrec.reader_training import card_split, validation_split
+
+    out = tmp_path / "reader"
+    code = main(["train-reader", "--steps", "2", "--rows", "32", "--val-rows", "8", "--batch-size", "16",
+                 "--held-out", "3000", "--held-out-split", "tail", "--out", str(out)])
+    assert code == 0
+    card = json.loads((out / "reader.json").read_text())
+    assert card["split"]["held_out_training_digits"] == 3000 and card["split"]["held_out_split"] == "tail"
+    fit, held = card_split(card, 60000)
+    np.testing.assert_array_equal(held, np.arange(57000, 60000))
+    np.testing.assert_array_equal(fit, np.arange(57000))
+    # cards from before the option: the bundled best's own --val 1000 draw
+    old_fit, old_held = card_split({"split": {"held_out_training_digits": 1000}}, 60000)
+    np.testing.assert_array_equal(old_held, validation_split(60000)[1])
+    assert len(old_held) == 1000 and len(np.intersect1d(old_fit, old_held)) == 0
+
+
+def test_train_reader_bad_hold_out_is_a_one_line_error(tmp_path):
+    assert_one_line_error(run_cli("train-reader", "--held-out", "60000", "--out", str(tmp_path)), "--held-out",
+                          code=2)
+    assert_one_line_error(run_cli("train-reader", "--held-out-split", "middle", "--out", str(tmp_path)),
+                          "--held-out-split", code=2)

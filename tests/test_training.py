@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clirun import run_cli
+from clirun import assert_one_line_error, run_cli
 
 from digitrec.augment import augment_batch, tta_views
+from digitrec.errors import UsageError
 from digitrec.metrics import expected_calibration_error, fit_temperature, nll, softmax, summarize
 from digitrec.models import FlattenHWC, build_model
 from digitrec.training import EMA
@@ -213,3 +214,31 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
     assert files == ["model.json", "model.safetensors"]
     evaluated = run_cli("evaluate", "--checkpoint", str(out), "--json")
     assert json.loads(evaluated.stdout)["accuracy"] == two["test_accuracy"]
+
+
+def test_holdout_indices_random_and_tail():
+    from digitrec.training import holdout_indices
+
+    kept, held = holdout_indices(100, 10, seed=0)
+    again = holdout_indices(100, 10, seed=0)
+    np.testing.assert_array_equal(held, again[1])  # fixed for a seed
+    assert not np.array_equal(np.sort(held), np.arange(90, 100))
+    assert sorted([*kept, *held]) == list(range(100))
+    kept, held = holdout_indices(100, 10, seed=3, mode="tail")
+    np.testing.assert_array_equal(held, np.arange(90, 100))
+    np.testing.assert_array_equal(kept, np.arange(90))
+    with pytest.raises(UsageError, match="--val must be between"):
+        holdout_indices(100, 100, seed=0)
+    with pytest.raises(UsageError, match="--held-out-split must be one of"):
+        holdout_indices(100, 10, seed=0, mode="middle", option="--held-out")
+
+
+def test_train_val_split_tail_is_recorded(tmp_path):
+    out = tmp_path / "tail"
+    result = run_cli("train", "--model", "mlp", "--epochs", "0.2", "--val", "2000", "--val-split", "tail",
+                     "--json", "--no-progress", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    card = json.loads((out / "model.json").read_text())
+    assert card["val"] == 2000 and card["val_split"] == "tail"
+    assert_one_line_error(run_cli("train", "--val-split", "middle", "--out", str(tmp_path / "x")), "--val-split",
+                          code=2)

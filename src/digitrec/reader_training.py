@@ -42,8 +42,9 @@ from digitrec.augment import AUGMENTATIONS, augment_batch
 from digitrec.data import load_dataset
 from digitrec.reader import BLANK, CRNN, LINE_HEIGHT, MULTIPLE, STRIDE, Reader, ctc_greedy, line_image
 from digitrec.synth import compose_number
+from digitrec.training import holdout_indices
 
-__all__ = ["DIGIT_AUGMENTATIONS", "ReaderConfig", "RowSet", "augment", "distort_digits", "make_rows",
+__all__ = ["DIGIT_AUGMENTATIONS", "ReaderConfig", "RowSet", "augment", "card_split", "distort_digits", "make_rows",
            "string_accuracy", "train_reader", "validation_split"]
 
 # Validation rows are composed from the 1,000 training digits the bundled `best` held out (`digitrec train
@@ -52,10 +53,21 @@ __all__ = ["DIGIT_AUGMENTATIONS", "ReaderConfig", "RowSet", "augment", "distort_
 VAL_DIGITS, VAL_SEED = 1000, 0
 
 
-def validation_split(n_images: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices the reader trains on, held-out indices for validation rows) of the MNIST training set."""
-    order = np.random.default_rng(10_000 + VAL_SEED).permutation(n_images)  # as training.split_validation
-    return np.sort(order[VAL_DIGITS:]), np.sort(order[:VAL_DIGITS])
+def validation_split(n_images: int, held_out: int = VAL_DIGITS, mode: str = "random",
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(indices the reader trains on, held-out indices for validation rows) of the MNIST training set.
+    The default is the bundled `best`'s own `--val 1000` draw, so neither model has seen the held-out
+    digits; mode "tail" holds out the last `held_out` digits, mostly other writers (`holdout_indices`),
+    to match a digit model trained with `--val N --val-split tail`."""
+    fit, held = holdout_indices(n_images, held_out, VAL_SEED, mode, option="--held-out")
+    return np.sort(fit), np.sort(held)
+
+
+def card_split(card: dict[str, Any], n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """`validation_split` as a reader card records it (cards before the choice existed: the default)."""
+    split = card.get("split", {})
+    return validation_split(n_images, int(split.get("held_out_training_digits", VAL_DIGITS)),
+                            str(split.get("held_out_split", "random")))
 
 DIGIT_AUGMENTATIONS = tuple(k for k in AUGMENTATIONS if k != "hflip")  # a mirrored digit is another digit
 
@@ -226,6 +238,8 @@ class ReaderConfig:
     init: str | None = None  # a reader card to start from (warm start)
     digit_augment: dict[str, float] = field(default_factory=dict)  # distort training digits before composing
     digit_copies: int = 1  # distorted versions of each training digit (with digit_augment)
+    held_out: int = VAL_DIGITS  # training digits kept out of the rows, for validation rows
+    held_out_split: str = "random"  # which: "random" (best's --val 1000 draw) or "tail" (mostly other writers)
 
 
 def _print(msg: str) -> None:
@@ -239,7 +253,7 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     train = load_dataset("mnist", "train", data_dir)
-    fit_idx, val_idx = validation_split(len(train.images))  # fixed, whatever the seed
+    fit_idx, val_idx = validation_split(len(train.images), config.held_out, config.held_out_split)  # not seeded
     t0 = time.perf_counter()
     pool_images, pool_labels = train.images[fit_idx], train.labels[fit_idx]
     if config.digit_augment:
@@ -309,7 +323,8 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
                     **(dict(digit_augment=config.digit_augment, digit_copies=config.digit_copies)
                        if config.digit_augment else {})),
         dataset="mnist", data_sha256=dict(train.sha256), seed=config.seed,
-        split=dict(held_out_training_digits=VAL_DIGITS, as_digit_model_val_seed=VAL_SEED, val_rows=config.val_rows,
+        split=dict(held_out_training_digits=config.held_out, held_out_split=config.held_out_split,
+                   as_digit_model_val_seed=VAL_SEED, val_rows=config.val_rows,
                    val_row_seed=10_000 + config.seed),
         parameters=sum(p.numel() for p in model.parameters()), train_seconds=round(train_seconds, 1),
         threads=torch.get_num_threads(), command=config.command,

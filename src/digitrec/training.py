@@ -40,6 +40,7 @@ class TrainConfig:
     dataset: str = "mnist"
     seed: int = 0
     val: int = 0                      # hold out this many training images for validation
+    val_split: str = "random"         # which: "random" or "tail" (the last `val`: other writers, see split_validation)
     device: str = "auto"
     out: str = "runs/{model}-{dataset}-s{seed}"
     data_dir: str | None = None
@@ -167,12 +168,30 @@ class CudaGraphStep:
         self.graph.replay()
 
 
-def split_validation(data: Dataset, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed random train/validation index split (seeded separately from training)."""
-    if not 0 <= n_val < len(data):
-        raise UsageError(f"--val must be between 0 and {len(data) - 1}, got {n_val}")
-    order = np.random.default_rng(10_000 + seed).permutation(len(data))
+VAL_SPLITS = ("random", "tail")
+
+
+def holdout_indices(n_images: int, n_val: int, seed: int, mode: str = "random", option: str = "--val",
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) indices of a training set of `n_images`. "random": a fixed random draw (seeded
+    separately from training). "tail": the last `n_val` images. Why tail: MNIST stores each writer's digits
+    together (in two interleaved streams; a digit's style correlates 0.28 with the digit two places on and
+    ~0.05 with a random one; its nearest same-class neighbour lies within 100 places 4.9 % of the time
+    against 0.3 % by chance), so a random hold-out shares its writers with training and a tail block mostly
+    does not: it is the nearest thing to new writers that the training set holds."""
+    if mode not in VAL_SPLITS:
+        raise UsageError(f"{option}-split must be one of {', '.join(VAL_SPLITS)}, got {mode!r}")
+    if not 0 <= n_val < n_images:
+        raise UsageError(f"{option} must be between 0 and {n_images - 1}, got {n_val}")
+    if mode == "tail":
+        return np.arange(n_images - n_val), np.arange(n_images - n_val, n_images)
+    order = np.random.default_rng(10_000 + seed).permutation(n_images)
     return order[n_val:], order[:n_val]
+
+
+def split_validation(data: Dataset, n_val: int, seed: int, mode: str = "random") -> tuple[np.ndarray, np.ndarray]:
+    """The train/validation index split of `data` (see `holdout_indices`)."""
+    return holdout_indices(len(data), n_val, seed, mode)
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -220,7 +239,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     # --- data: the whole split on the device as uint8 (47 MB for MNIST) --------------------------
     train_data = load_dataset(config.dataset, "train", config.data_dir, config.offline, config.progress)
     test_data = load_dataset(config.dataset, "test", config.data_dir, config.offline, config.progress)
-    train_idx, val_idx = split_validation(train_data, config.val, config.seed)
+    train_idx, val_idx = split_validation(train_data, config.val, config.seed, config.val_split)
     x_all = torch.from_numpy(train_data.images).unsqueeze(1).to(device)
     y_all = torch.from_numpy(train_data.labels).to(device)
     x_train, y_train = x_all[torch.from_numpy(train_idx).to(device)], y_all[torch.from_numpy(train_idx).to(device)]
@@ -371,7 +390,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         card = dict(
             model=config.model, hparams=dict(config.model_kwargs), recipe=recipe, dataset=config.dataset,
             data_sha256={**train_data.sha256, **test_data.sha256}, classes=list(train_data.classes),
-            seed=config.seed, val=config.val, tta=config.tta, temperature=temperature,
+            seed=config.seed, val=config.val, val_split=config.val_split, tta=config.tta, temperature=temperature,
             parameters=count_parameters(model), steps=step, train_seconds=train_seconds, device=str(device),
             world_size=world, threads=torch.get_num_threads(), command=config.command,
             metrics=dict(test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],

@@ -31,12 +31,17 @@ from digitrec.errors import UsageError
                    "(the names of `train --augment`; default: none).")
 @click.option("--digit-copies", type=click.IntRange(min=1), default=1, show_default=True,
               help="Distorted versions of each training digit (with --digit-augment).")
+@click.option("--held-out", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Training digits kept out of the training rows, for the validation rows.")
+@click.option("--held-out-split", type=click.Choice(["random", "tail"]), default="random", show_default=True,
+              help="Which: random (the bundled best's own --val 1000 draw), or the last N (mostly other writers; "
+                   "pair with a digit model trained with --val N --val-split tail).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @options.data_dir
 @click.option("--out", default="runs/reader-s{seed}", show_default=True, help="Output folder.")
 @options.json_out
 def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, init, digit_augment, digit_copies,
-                 threads, data_dir, out, json_out) -> None:
+                 held_out, held_out_split, threads, data_dir, out, json_out) -> None:
     """Train the multi-digit row reader on composed rows; write OUT/reader.safetensors + reader.json."""
     from digitrec.reader import Reader
     from digitrec.reader_training import DIGIT_AUGMENTATIONS, ReaderConfig
@@ -60,7 +65,7 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
     given = dict(steps=steps, rows=rows, val_rows=val_rows, batch=batch_size, lr=lr, width=width, hidden=hidden)
     command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
     config = ReaderConfig(seed=seed, threads=threads, command=command, init=init, digit_augment=spec,
-                          digit_copies=digit_copies,
+                          digit_copies=digit_copies, held_out=held_out, held_out_split=held_out_split,
                           **{k: v for k, v in given.items() if v is not None})
     def log(msg: str) -> None:
         print(msg, file=sys.stderr if json_out else sys.stdout, flush=True)

@@ -38,6 +38,9 @@ def _parse_arch(text: str | None) -> dict[str, int | float]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--val", type=click.IntRange(min=0), default=0, show_default=True,
               help="Hold out N training images for validation (and temperature calibration).")
+@click.option("--val-split", type=click.Choice(["random", "tail"]), default="random", show_default=True,
+              help="Which N: a random draw, or the last N (MNIST keeps each writer's digits together, so "
+                   "these are mostly other writers than the training digits').")
 @click.option("--augment", default=None, help="e.g. 'rotate=10,elastic=0.5', or 'none'.")
 @click.option("--arch", default=None, help="Architecture knobs, e.g. 'width=64' for best (see digitrec.models).")
 @click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
@@ -55,8 +58,8 @@ def _parse_arch(text: str | None) -> dict[str, int | float]:
               help="Log scalars and sample images to this folder (needs digitrec[tensorboard]).")
 @options.json_out
 @click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
-def train(model, dataset, epochs, batch_size, lr, seed, val, augment, arch, ensemble, tta, device, threads, cuda_graphs,
-          data_dir, offline, out, resume, tensorboard, json_out, progress) -> None:
+def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment, arch, ensemble, tta, device, threads,
+          cuda_graphs, data_dir, offline, out, resume, tensorboard, json_out, progress) -> None:
     """Train a model, evaluate it on the test set and save a checkpoint."""
     from digitrec.training import TrainConfig
     from digitrec.training import train as run_training
@@ -68,7 +71,7 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, augment, arch, ense
     for k in range(ensemble):
         # Members must not overwrite each other: a fixed --out gets one sub-folder per seed.
         member_out = out if ensemble == 1 or "{seed}" in out else f"{out}/seed{seed + k}"
-        config = TrainConfig(model=model, dataset=dataset, seed=seed + k, val=val, device=device,
+        config = TrainConfig(model=model, dataset=dataset, seed=seed + k, val=val, val_split=val_split, device=device,
                              out=member_out, data_dir=data_dir, offline=offline,
                              resume=resume, threads=threads, tta=tta, progress=progress, tensorboard=tensorboard,
                              command=command, overrides=overrides, cuda_graphs=cuda_graphs,
