@@ -175,8 +175,8 @@ def holdout_indices(n_images: int, n_val: int, seed: int, mode: str = "random", 
                     ) -> tuple[np.ndarray, np.ndarray]:
     """(kept, held-out) indices of a training set of `n_images`. "random": a fixed random draw (seeded
     separately from training). "tail": the last `n_val` images. Why tail: MNIST stores each writer's digits
-    together (in two interleaved streams; a digit's style correlates 0.28 with the digit two places on and
-    ~0.05 with a random one; its nearest same-class neighbour lies within 100 places 4.9 % of the time
+    together (in two interleaved streams; a digit's ink weight correlates 0.28 with the digit two places on and
+    0.05 with one 5,000 places on; its nearest same-class neighbour lies within 100 places 4.9 % of the time
     against 0.3 % by chance), so a random hold-out shares its writers with training and a tail block mostly
     does not: it is the nearest thing to new writers that the training set holds."""
     if mode not in VAL_SPLITS:
