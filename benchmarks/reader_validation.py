@@ -1,11 +1,14 @@
 """Whole-string accuracy of `read_number`'s methods on validation rows: composed (as the benchmark's,
-`synth.compose_number`, half user-like) from the MNIST *training* digits that the reader and the
-bundled `best` held out (`reader_training.validation_split`), never from the test set. For choosing
-between readings; the test-set figures come from `user_like_accuracy.py`.
+`synth.compose_number`, half user-like) from the MNIST *training* digits that the reader held out (its
+card's `split`: by default the 1,000 of the bundled `best`'s `--val` draw; `train-reader --held-out N
+--held-out-split tail` the last N, mostly other writers, to pair with a digit model trained with `--val N
+--val-split tail`, given as `--checkpoint`), never from the test set. For choosing between readings; the
+test-set figures come from `user_like_accuracy.py`.
 
     python benchmarks/reader_validation.py --rows 400 [--reader runs/reader-s0] [--methods reader,fused,segment]
     python benchmarks/reader_validation.py --splits --rows 1000 [--reader runs/reader-s0]
     python benchmarks/reader_validation.py --pools --rows 1000 --methods reader,fused
+    python benchmarks/reader_validation.py --rows 1000 --reader TAIL_READER --checkpoint TAIL_MODEL
 
 `--splits` answers "does the reader generalise to new writers?": the main reader's greedy reading (no
 test-time augmentation) of rows composed the same way from three pools of digits: the training digits
