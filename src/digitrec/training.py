@@ -406,8 +406,25 @@ def train(config: TrainConfig) -> dict[str, Any]:
                       parameters=card["parameters"])
     if world > 1:
         dist.barrier()
-        dist.destroy_process_group()
+        # Keep the DDP wrapper (its Reducer holds the gloo group) alive, and do not destroy the group: freeing
+        # them joins gloo's worker threads while holding the GIL, and a worker still finishing the barrier
+        # needs the GIL to drop a Python object. That deadlock hung about 1 launch in 40 (py-spy: main thread
+        # in ~ProcessGroupGloo -> std::thread::join, worker in ~AsyncWork waiting for the GIL). The process
+        # leaves through `end_distributed` instead, which skips the teardown.
+        _LIVE_DDP.append(train_model)
     return result
+
+
+_LIVE_DDP: list[nn.Module] = []  # DDP wrappers kept alive until the process ends (see the end of `train`)
+
+
+def end_distributed(code: int = 0) -> None:
+    """Under torchrun, after the last output: leave at once, without tearing down the gloo group (see the
+    end of `train`); the checkpoint is already written. Outside a distributed run: nothing."""
+    if _LIVE_DDP or (dist.is_available() and dist.is_initialized()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _save_resume(path: Path, model, optimizer, schedule, ema, gen, aug_gen, epoch, step, elapsed,

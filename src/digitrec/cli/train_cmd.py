@@ -61,7 +61,7 @@ def _parse_arch(text: str | None) -> dict[str, int | float]:
 def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment, arch, ensemble, tta, device, threads,
           cuda_graphs, data_dir, offline, out, resume, tensorboard, json_out, progress) -> None:
     """Train a model, evaluate it on the test set and save a checkpoint."""
-    from digitrec.training import TrainConfig
+    from digitrec.training import TrainConfig, end_distributed
     from digitrec.training import train as run_training
 
     overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, augment=options.parse_augment(augment))
@@ -78,6 +78,7 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
                              model_kwargs=model_kwargs)
         result = run_training(config)
         if not result:  # a non-zero DDP rank
+            end_distributed()
             return
         results.append(result)
         print(f"test accuracy {result['test_accuracy']:.4f}  test loss {result['test_loss']:.4f}  "
@@ -91,6 +92,7 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
               f"  -> {results[-1]['checkpoint']}")
     if json_out:
         print(json.dumps(results[-1]))
+    end_distributed()  # under torchrun: leave without the gloo teardown that can deadlock
 
 
 @app.command()
