@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitrec import recognizer
+from digitrec import checkpoint, recognizer
 from digitrec.data import load_dataset
 from digitrec.errors import DigitrecError
 from digitrec.reader import Reader
@@ -87,9 +87,11 @@ def main() -> None:
 
     train = load_dataset("mnist", "train")
     # the held-out digits are the ones the reader's card says it kept out (the default: best's --val draw)
-    reader = Reader.load_single(Reader.load_card_path(None if args.reader == "bundled" else args.reader))
-    fit, held = card_split(reader.card, len(train.images))
+    card_path = Reader.load_card_path(None if args.reader == "bundled" else args.reader)
+    reader_card = checkpoint.read_card(card_path)  # the split only; the weights load once, below
+    fit, held = card_split(reader_card, len(train.images))
     if args.splits:
+        reader = Reader.load_single(card_path)
         test = load_dataset("mnist", "test")
         pools = {"training digits it learnt from": (train.images[fit], train.labels[fit]),
                  "held-out training digits": (train.images[held], train.labels[held]),
@@ -118,7 +120,7 @@ def main() -> None:
         return
     images, labels = train.images[held], train.labels[held]
     rows, alone_wrong = _rows(images, labels, args.rows, args.seed), _misread_alone(rec, images, labels)
-    print(f"{len(images)} held-out digits ({reader.card.get('split', {}).get('held_out_split', 'random')}); "
+    print(f"{len(images)} held-out digits ({reader_card.get('split', {}).get('held_out_split', 'random')}); "
           f"the digit model misreads {int(alone_wrong.sum())} of them alone")
     if args.fuse_weights:
         methods = [m for m in methods if m != "fused"] + [f"fused@{w}" for w in args.fuse_weights.split(",")]
