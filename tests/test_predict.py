@@ -33,6 +33,26 @@ def test_default_recognizer_is_a_bundled_model():
     assert Path(default.name).parent.name == "weights"
 
 
+@pytest.mark.parametrize("name, n", [("best", 10_000), ("ensemble", 2_000)])
+def test_folded_batchnorm_predicts_as_the_card_model(name, n, test_set):
+    """The Recognizer runs a BatchNorm-folded copy; it must read the test set as `evaluate`'s model does."""
+    import torch
+
+    from digitrec import checkpoint
+    from digitrec.inference import fold_batchnorm, predict_logits
+
+    model = checkpoint.bundled(name).model
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    images = test_set.images[:n]
+    plain, fast = predict_logits(model, images), predict_logits(folded, images)
+    assert np.abs(plain - fast).max() < 1e-3
+    assert (plain.argmax(1) == fast.argmax(1)).all()
+    assert Recognizer.load(model=name).classify(images[:50].astype(np.float32) / 255).argmax(1).tolist() \
+        == plain[:50].argmax(1).tolist()
+
+
 def test_user_like_accuracy(rec, test_set):
     items = user_like_set(test_set.images, test_set.labels, 200, seed=7)
     preds = rec.predict_many([data for data, _, _ in items])

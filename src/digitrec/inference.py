@@ -3,9 +3,12 @@ Recognizer, so every path feeds the model exactly the same way."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from digitrec.augment import tta_views
 
@@ -19,14 +22,35 @@ def as_model_input(images: np.ndarray | torch.Tensor, device: torch.device | str
     return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An inference copy of `model` with each Conv2d -> BatchNorm2d pair inside an nn.Sequential folded into
+    one biased convolution (the BatchNorm becomes an Identity, so module indices stay as they were).
+
+    Why: in eval mode BatchNorm is a fixed per-channel affine map, so folding it changes nothing but float
+    rounding (logits agree to ~1e-6; no MNIST test prediction of the bundled `best` flips, a test checks),
+    and one image runs 8 fewer kernels through `best`: its latency is mostly per-op overhead. Training,
+    `evaluate` and the report keep the unfolded model, whose numbers the model cards record."""
+    folded = copy.deepcopy(model).eval()
+    for seq in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                seq[i] = fuse_conv_bn_eval(conv, bn)
+                seq[i + 1] = nn.Identity()
+    return folded
+
+
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 1000,
                    device: torch.device | str = "cpu", tta: bool = False) -> np.ndarray:
     """Logits for all images, in batches; with `tta`, log of the mean softmax over shifted views."""
-    model.eval()
+    # Only when needed: eval() and .to() walk every module, about a quarter of a one-image call (cProfile).
+    if any(m.training for m in model.modules()):
+        model.eval()
     # NHWC convolutions are 1.5x faster on CPU (oneDNN) and GPU (cuDNN); a no-op for the MLP.
-    channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if channels_last:
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    channels_last = bool(convs)
+    if not all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs):
         model.to(memory_format=torch.channels_last)
     out = []
     for i in range(0, len(images), batch_size):

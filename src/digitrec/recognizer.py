@@ -25,7 +25,7 @@ import torch
 
 from digitrec import checkpoint
 from digitrec.errors import CheckpointError, DigitrecError, ImageError
-from digitrec.inference import pick_device, predict_logits
+from digitrec.inference import fold_batchnorm, pick_device, predict_logits
 from digitrec.metrics import softmax
 from digitrec.preprocess import ImageSource, Prepared, to_mnist
 from digitrec.reader import Reader
@@ -92,7 +92,7 @@ class Recognizer:
                  unsure_below: float = UNSURE_BELOW, reader: Reader | str | os.PathLike | None = "bundled"):
         self.checkpoint = loaded
         self.device = pick_device(device)
-        self.model = loaded.model.to(self.device).eval()
+        self.model = fold_batchnorm(loaded.model.to(self.device).eval())  # same predictions, less latency
         self.temperature = loaded.temperature
         # TTA off by default: it buys ~0.05 % on MNIST's test set at 5x the compute, and a user waiting on
         # one image cares more about the 1 ms. `tta=True` (CLI: --tta) turns it on.
