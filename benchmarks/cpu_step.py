@@ -131,6 +131,12 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) on bf16 NHWC")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    try:
+        widths = [int(w) for w in args.widths.split(",")]
+    except ValueError:
+        parser.error(f"--widths must be comma-separated whole numbers, got {args.widths!r}")
+    if min(widths) < 2 or min(widths) % 2:
+        parser.error(f"--widths must be even and at least 2, got {args.widths!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -143,7 +149,7 @@ def main() -> None:
     print("|---" * (len(parts) + 4) + "|")
     steps_40 = 40 * (60000 // BATCH)
     configs = [(True, True), (False, True), (True, False), (False, False)]
-    for width in (int(w) for w in args.widths.split(",")):
+    for width in widths:
         for bf16, channels_last in configs:
             fns = make_parts(width, bf16, channels_last)
             ms = {p: ms_per_call(fns[p], args.steps, args.repeats) for p in parts}
@@ -160,7 +166,7 @@ def main() -> None:
                              ms={"whole step": ms_c}))
             print(f"torch.compile, width {width}: {ms_c:.2f} ms per whole step after {compile_s:.1f} s compiling",
                   flush=True)
-    shares = {w: op_shares(int(w)) for w in args.widths.split(",")}
+    shares = {str(w): op_shares(w) for w in widths}
     for width, share in shares.items():
         print(f"op shares of a recipe step, width {width}: "
               + ", ".join(f"{k} {100 * v:.0f} %" for k, v in share.items()))
