@@ -9,6 +9,7 @@ test-set figures come from `user_like_accuracy.py`.
     python benchmarks/reader_validation.py --splits --rows 1000 [--reader runs/reader-s0]
     python benchmarks/reader_validation.py --pools --rows 1000 --methods reader,fused
     python benchmarks/reader_validation.py --rows 1000 --reader TAIL_READER --checkpoint TAIL_MODEL
+    python benchmarks/reader_validation.py --pool uci --rows 1000 --methods fused --fuse-weights 0.5/1,1/2
 
 `--splits` answers "does the reader generalise to new writers?": the main reader's greedy reading (no
 test-time augmentation) of rows composed the same way from three pools of digits: the training digits
@@ -18,6 +19,11 @@ it learnt from, the held-out training digits (same writers) and the MNIST test d
 composed from the held-out pool, from 1,000 training digits the models learnt from, and from three random
 1,000-digit subsets of the test digits. It reads test digits, so it informs how far validation can be
 trusted, never a choice.
+
+`--pool uci` composes the rows from the 1,797 UCI digits scikit-learn ships (writers outside MNIST, see
+`real_handwriting.py`), each first normalised to 28x28 as `predict` would: neither the digit model nor
+the readers learnt from these writers, so this pool can rank choices, such as the fusion weights, that
+trade the readers' knowledge of MNIST's writers against the digit model's (needs scikit-learn).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 from digitrec import checkpoint, recognizer
 from digitrec.data import load_dataset
 from digitrec.errors import DigitrecError
+from digitrec.preprocess import to_mnist_many
 from digitrec.reader import Reader
 from digitrec.reader_training import card_split, make_rows, read_rows, string_accuracy
 from digitrec.recognizer import Recognizer
@@ -45,21 +52,47 @@ def _rows(images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> list[tup
 
 
 def _evaluate(rec: Recognizer, method: str, rows: list[tuple], alone_wrong: np.ndarray) -> str:
-    """One line: whole-string accuracy of `method` on `rows`, and why rows were misread. `alone_wrong`
-    marks the pool's digits the digit model misreads even on their own: few, but each is drawn into
-    several rows, so they decide much of any comparison; rows without one are counted apart."""
+    """One line: whole-string accuracy of `method` on `rows`, and why rows were misread."""
     t0 = time.perf_counter()
     read = [rec.read_number(image, method=method).text for image, *_ in rows]
-    seconds = time.perf_counter() - t0
+    return _summary(read, rows, alone_wrong, time.perf_counter() - t0)
+
+
+def _summary(read: list[str], rows: list[tuple], alone_wrong: np.ndarray, seconds: float | None) -> str:
+    """Whole-string accuracy of the texts `read` from `rows`, and why rows were misread. `alone_wrong`
+    marks the pool's digits the digit model misreads even on their own: few, but each is drawn into
+    several rows, so they decide much of any comparison; rows without one are counted apart."""
     ok = [r == t for r, (_, t, *_) in zip(read, rows, strict=True)]
     hard = [bool(alone_wrong[picks].any()) for *_, picks in rows]
     touching = [any(b[0] <= a[2] for a, b in zip(bx[:-1], bx[1:], strict=True)) for _, _, bx, _ in rows]
     wrong_count = sum(len(r) != len(t) for r, (_, t, *_) in zip(read, rows, strict=True))
     hard_misread = sum(h and not o for h, o in zip(hard, ok, strict=True))
     on_touching = np.mean([o for o, t in zip(ok, touching, strict=True) if t])
+    speed = f"; {len(rows) / seconds:.1f} rows/s" if seconds else ""
     return (f"{100 * np.mean(ok):.2f} % of {len(rows)} rows (rows with a touching pair: {100 * on_touching:.2f} %; "
             f"wrong digit count {wrong_count}; misread: {hard_misread} of the {sum(hard)} rows holding a digit "
-            f"misread alone, {len(rows) - sum(ok) - hard_misread} other rows); {len(rows) / seconds:.1f} rows/s")
+            f"misread alone, {len(rows) - sum(ok) - hard_misread} other rows){speed}")
+
+
+def _fuse_weight_sweep(rec: Recognizer, weights: list[str], rows: list[tuple], alone_wrong: np.ndarray) -> None:
+    """Fused reading under each FUSE_WEIGHT[/FUSE_PER_DIGIT] in `weights`: the candidates of each row are
+    found once (`Recognizer.fused_candidates`) and only their choice is repeated."""
+    fused = [rec.fused_candidates(image) for image, *_ in rows]
+    for spec in weights:
+        weight, _, per_digit = spec.partition("/")
+        w, d = float(weight), float(per_digit or 0.0)
+        read = [f.text if isinstance(f, recognizer.NumberReading) else f.best_text(w, d) for f in fused]
+        print(f"fused, FUSE_WEIGHT = {w}, FUSE_PER_DIGIT = {d}: {_summary(read, rows, alone_wrong, None)}",
+              flush=True)
+
+
+def uci_pool() -> tuple[np.ndarray, np.ndarray]:
+    """The UCI digits as MNIST-like uint8 [N, 28, 28] (ink bright), through `preprocess.to_mnist`."""
+    from real_handwriting import uci_digits  # benchmarks/ is on sys.path when this script runs
+
+    images, labels = uci_digits()
+    prepared = to_mnist_many(list(images))
+    return np.stack([np.round(p.image * 255).astype(np.uint8) for p in prepared]), labels
 
 
 def _misread_alone(rec: Recognizer, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -78,6 +111,9 @@ def main() -> None:
     parser.add_argument("--methods", default="reader,fused,segment")
     parser.add_argument("--fuse-weights", default=None,
                         help="FUSE_WEIGHT[/FUSE_PER_DIGIT] values to try for fused, comma-separated")
+    parser.add_argument("--pool", choices=["held-out", "uci"], default="held-out",
+                        help="digits to compose the rows from: the reader's held-out training digits, or the "
+                             "UCI digits (writers outside MNIST)")
     parser.add_argument("--splits", action="store_true",
                         help="greedy reading of rows from training, held-out and test digits, then stop")
     parser.add_argument("--pools", action="store_true",
@@ -118,21 +154,22 @@ def main() -> None:
             for method in methods:
                 print(f"{name}, {method}: {_evaluate(rec, method, rows, alone_wrong)}", flush=True)
         return
-    images, labels = train.images[held], train.labels[held]
+    if args.pool == "uci":
+        images, labels = uci_pool()
+        print(f"{len(images)} UCI digits (sklearn load_digits), normalised by preprocess.to_mnist")
+    else:
+        images, labels = train.images[held], train.labels[held]
     rows, alone_wrong = _rows(images, labels, args.rows, args.seed), _misread_alone(rec, images, labels)
-    print(f"{len(images)} held-out digits ({reader_card.get('split', {}).get('held_out_split', 'random')}); "
-          f"the digit model misreads {int(alone_wrong.sum())} of them alone")
-    if args.fuse_weights:
-        methods = [m for m in methods if m != "fused"] + [f"fused@{w}" for w in args.fuse_weights.split(",")]
+    if args.pool != "uci":
+        print(f"{len(images)} held-out digits ({reader_card.get('split', {}).get('held_out_split', 'random')}); "
+              f"the digit model misreads {int(alone_wrong.sum())} of them alone")
+    else:
+        print(f"the digit model misreads {int(alone_wrong.sum())} of them alone")
     for method in methods:
-        if "@" in method:
-            method, weights = method.split("@")
-            weight, _, per_digit = weights.partition("/")
-            recognizer.FUSE_WEIGHT = float(weight)
-            recognizer.FUSE_PER_DIGIT = float(per_digit or 0.0)
-            print(f"FUSE_WEIGHT = {weight}, FUSE_PER_DIGIT = {per_digit or 0.0}")
-        print(f"{method}: {_evaluate(rec, method, rows, alone_wrong)}", flush=True)
-
+        if method == "fused" and args.fuse_weights:
+            _fuse_weight_sweep(rec, args.fuse_weights.split(","), rows, alone_wrong)
+        else:
+            print(f"{method}: {_evaluate(rec, method, rows, alone_wrong)}", flush=True)
 
 if __name__ == "__main__":
     try:

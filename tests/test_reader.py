@@ -129,6 +129,28 @@ def test_bundled_reader_scores_with_its_companion(mnist_test, rec):
     assert reader.score_texts(log_probs, others, texts).argmax() == 0  # the true text scores best
 
 
+def test_fused_candidates_choice_is_read_number(mnist_test, rec):
+    """read_number's fused reading is `fused_candidates` chosen with the module's weights, and the weights
+    change the choice the way the score says: a huge digit-model weight picks the candidate the digit
+    model likes best, a zero weight the one the readers' CTC likes best."""
+    from digitrec import recognizer
+
+    rng = np.random.default_rng(12)
+    for i in range(6):
+        image, text = compose_number(mnist_test.images, mnist_test.labels, rng, user_like=i % 2 == 1)
+        fused = rec.fused_candidates(image)
+        assert isinstance(fused, recognizer.FusedCandidates)
+        chosen = fused.choose(recognizer.FUSE_WEIGHT, recognizer.FUSE_PER_DIGIT, rec.unsure_below)
+        reading = rec.read_number(image)
+        assert chosen.text == reading.text == fused.best_text(recognizer.FUSE_WEIGHT, recognizer.FUSE_PER_DIGIT)
+        assert [p.box for p in chosen.digits] == [p.box for p in reading.digits]
+        assert len(fused.keys) == len(fused.ctc) == len(fused.digit_log_probs) == len(fused.reader_probs)
+        assert fused.best_text(1e6, 0.0) == fused.keys[int(np.argmax(fused.digit_log_probs))][0]
+        assert fused.best_text(0.0, 0.0) == fused.keys[int(np.argmax(fused.ctc))][0]
+    blank = rec.fused_candidates(np.full((80, 400), 255, np.uint8))
+    assert isinstance(blank, recognizer.NumberReading) and blank.text == ""
+
+
 def test_reader_companion_errors(tmp_path):
     shutil.copy(Reader.bundled_card().with_suffix(".safetensors"), tmp_path / "reader.safetensors")
     card = json.loads(Reader.bundled_card().read_text())

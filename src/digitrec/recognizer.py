@@ -85,6 +85,42 @@ class NumberReading:
                             for d in self.digits])
 
 
+@dataclass
+class FusedCandidates:
+    """A row's candidate readings (see `Recognizer.fused_candidates`): `keys[i]` = (text, index of the cut
+    it was read on), `reader_probs[i]` the matching reader's per-digit posteriors (None when no reader's
+    count matched that cut), `ctc[i]` the readers' CTC log-likelihood of the text and `digit_log_probs[i]`
+    the digit model's log-probability of its digits on the cut."""
+
+    keys: list[tuple[str, int]]
+    reader_probs: list[list[np.ndarray] | None]
+    ctc: np.ndarray
+    digit_log_probs: np.ndarray
+    cuts: list[NumberReading]
+
+    def scores(self, weight: float, per_digit: float) -> np.ndarray:
+        """CTC log-likelihood + `weight` x the digit model's log-probability + `per_digit` per digit."""
+        lengths = np.array([len(text) for text, _ in self.keys], dtype=np.float64)
+        return self.ctc + weight * self.digit_log_probs + per_digit * lengths
+
+    def best_text(self, weight: float, per_digit: float) -> str:
+        return self.keys[int(np.argmax(self.scores(weight, per_digit)))][0]
+
+    def choose(self, weight: float, per_digit: float, unsure_below: float) -> NumberReading:
+        """The best-scoring candidate, with boxes and images from its cut and, per digit, the product of
+        the digit model's and the reader's posteriors as its probabilities."""
+        i = int(np.argmax(self.scores(weight, per_digit)))
+        (text, ci), mine = self.keys[i], self.reader_probs[i]
+        out = []
+        for k, (ch, theirs) in enumerate(zip(text, self.cuts[ci].digits, strict=True)):
+            joint = theirs.probabilities.astype(np.float64) * (mine[k] if mine is not None else 1.0)
+            joint = joint / joint.sum() if joint.sum() > 0 else theirs.probabilities.astype(np.float64)
+            digit = int(ch)
+            out.append(Prediction(digit, float(joint[digit]), joint.astype(np.float32),
+                                  bool(joint[digit] < unsure_below), theirs.image, theirs.box))
+        return NumberReading(text, out)
+
+
 class Recognizer:
     """A loaded model plus MNIST-style preprocessing. Thread-safe for prediction."""
 
@@ -224,13 +260,24 @@ class Recognizer:
         """The sequence reader's reading; per digit its posterior (flagged unsure as single digits are),
         the ink box its aligned columns cover, and that ink normalised like a single digit.
 
-        With `fuse`, the row is also cut by the segmentation programme: into each reader's number of
-        digits (the reader's and its companions') and into the programme's own choice. Candidate texts:
-        per cut, the digit model's reading and, for each reader whose count matches the cut, that reader's
-        text and the digit-by-digit product of its and the digit model's posteriors. Each candidate is
-        scored by the readers' CTC log-likelihoods of the text (`Reader.score_texts`) plus `FUSE_WEIGHT` x
-        the digit model's log-probability of its digits on that cut, plus `FUSE_PER_DIGIT` per digit; the
-        best wins."""
+        With `fuse`, the reading is chosen among candidate texts (`fused_candidates`) by
+        `FusedCandidates.choose` with `FUSE_WEIGHT` and `FUSE_PER_DIGIT`."""
+        fused = self.fused_candidates(image, fuse)
+        if isinstance(fused, NumberReading):
+            return fused
+        return fused.choose(FUSE_WEIGHT, FUSE_PER_DIGIT, self.unsure_below)
+
+    def fused_candidates(self, image: ImageSource, fuse: bool = True) -> FusedCandidates | NumberReading:
+        """The candidate readings of a row and their scores, before the fusion weights choose one; or the
+        final reading when there is nothing to choose (no ink, no reader digits, `fuse` off, no cut).
+
+        The row is cut by the segmentation programme into each reader's number of digits (the reader's
+        and its companions') and into the programme's own choice. Candidate texts: per cut, the digit
+        model's reading and, for each reader whose count matches the cut, that reader's text and the
+        digit-by-digit product of its and the digit model's posteriors. Each carries the readers' CTC
+        log-likelihood of the whole text (`Reader.score_texts`) and the digit model's log-probability of
+        its digits on that cut. Split from the choice so that a benchmark can weigh the same candidates
+        many ways (`benchmarks/reader_validation.py --fuse-weights`)."""
         assert self.reader is not None
         scanned = self.reader.scan(image)
         if scanned is None:
@@ -239,8 +286,9 @@ class Recognizer:
         found = self.reader.decode(line, log_probs)
         preds = [Prediction(d.digit, d.confidence, d.probabilities, bool(d.confidence < self.unsure_below),
                             d.image, d.box) for d in found]
+        reader_reading = NumberReading("".join(str(p.digit) for p in preds), preds)
         if not fuse or not preds:
-            return NumberReading("".join(str(p.digit) for p in preds), preds)
+            return reader_reading
         others = self.reader.companion_log_probs(line)
         readings = [found, *self.reader.companion_readings(line, others)]
         counts: list[int | None] = [*dict.fromkeys(len(r) for r in readings if r), None]
@@ -256,23 +304,14 @@ class Recognizer:
                 for text in ("".join(str(int(j.argmax())) for j in joint), "".join(str(d.digit) for d in reading)):
                     candidates.setdefault((text, ci), mine)
         if not candidates:
-            return NumberReading("".join(str(p.digit) for p in preds), preds)
+            return reader_reading
         keys = list(candidates)
         ctc = self.reader.score_texts(log_probs, others, [text for text, _ in keys])
-        scores = [float(ll) + FUSE_PER_DIGIT * len(text)
-                  + FUSE_WEIGHT * sum(float(np.log(max(float(p.probabilities[int(ch)]), 1e-12)))
-                                      for ch, p in zip(text, cuts[ci].digits, strict=True))
-                  for ll, (text, ci) in zip(ctc, keys, strict=True)]
-        text, ci = keys[int(np.argmax(scores))]
-        mine = candidates[(text, ci)]
-        out = []
-        for k, (ch, theirs) in enumerate(zip(text, cuts[ci].digits, strict=True)):
-            joint = theirs.probabilities.astype(np.float64) * (mine[k] if mine is not None else 1.0)
-            joint = joint / joint.sum() if joint.sum() > 0 else theirs.probabilities.astype(np.float64)
-            digit = int(ch)
-            out.append(Prediction(digit, float(joint[digit]), joint.astype(np.float32),
-                                  bool(joint[digit] < self.unsure_below), theirs.image, theirs.box))
-        return NumberReading(text, out)
+        digit_log_probs = np.array([sum(float(np.log(max(float(p.probabilities[int(ch)]), 1e-12)))
+                                        for ch, p in zip(text, cuts[ci].digits, strict=True))
+                                    for text, ci in keys])
+        return FusedCandidates(keys, [candidates[k] for k in keys], np.asarray(ctc, np.float64),
+                               digit_log_probs, cuts)
 
     def _read_segmented(self, image: ImageSource) -> NumberReading:
         """Segment the row (cuts chosen with the digit model's help), then read each piece."""
