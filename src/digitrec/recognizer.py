@@ -35,7 +35,8 @@ from digitrec.segment import segment_readings
 # but most of the scribbles, noise and non-digits users send).
 UNSURE_BELOW = 0.75
 # How much the digit model's log-probabilities count against the row reader's CTC log-likelihood when
-# `read_number` fuses the two (chosen on validation rows of held-out training digits).
+# `read_number` fuses the two (chosen on validation rows of held-out training digits; on rows of the UCI
+# digits, writers outside MNIST, 0.5/1.0 also beat 0.75/1.5 to 2.0/4.0: README, Known limits).
 FUSE_WEIGHT = 0.5
 FUSE_PER_DIGIT = 1.0  # added per digit of a candidate: the digit model's log-probabilities favour short texts
 
