@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/digitrec demo --out demo-out
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools notebooks
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)
