@@ -36,7 +36,7 @@ import numpy as np
 
 from digitrec import checkpoint, recognizer
 from digitrec.data import load_dataset
-from digitrec.errors import DigitrecError
+from digitrec.errors import DigitrecError, UsageError
 from digitrec.preprocess import to_mnist_many
 from digitrec.reader import Reader
 from digitrec.reader_training import card_split, make_rows, read_rows, string_accuracy
@@ -90,7 +90,10 @@ def uci_pool() -> tuple[np.ndarray, np.ndarray]:
     """The UCI digits as MNIST-like uint8 [N, 28, 28] (ink bright), through `preprocess.to_mnist`."""
     from real_handwriting import uci_digits  # benchmarks/ is on sys.path when this script runs
 
-    images, labels = uci_digits()
+    try:
+        images, labels = uci_digits()
+    except ImportError:
+        raise UsageError("--pool uci needs scikit-learn (pip install -e '.[test]')") from None
     prepared = to_mnist_many(list(images))
     return np.stack([np.round(p.image * 255).astype(np.uint8) for p in prepared]), labels
 
