@@ -74,13 +74,22 @@ def _summary(read: list[str], rows: list[tuple], alone_wrong: np.ndarray, second
             f"misread alone, {len(rows) - sum(ok) - hard_misread} other rows){speed}")
 
 
-def _fuse_weight_sweep(rec: Recognizer, weights: list[str], rows: list[tuple], alone_wrong: np.ndarray) -> None:
-    """Fused reading under each FUSE_WEIGHT[/FUSE_PER_DIGIT] in `weights`: the candidates of each row are
+def _parse_fuse_weights(parser: argparse.ArgumentParser, text: str | None) -> list[tuple[float, float]]:
+    """--fuse-weights 'W[/D],...' as (FUSE_WEIGHT, FUSE_PER_DIGIT) pairs; a bad value is a usage error."""
+    if not text:
+        return []
+    try:
+        return [(float(w), float(d or 0.0)) for w, _, d in (spec.partition("/") for spec in text.split(","))]
+    except ValueError:
+        parser.error(f"--fuse-weights: expected numbers like 0.5/1.0,1.0/2.0, got {text!r}")
+
+
+def _fuse_weight_sweep(rec: Recognizer, weights: list[tuple[float, float]], rows: list[tuple],
+                       alone_wrong: np.ndarray) -> None:
+    """Fused reading under each (FUSE_WEIGHT, FUSE_PER_DIGIT) in `weights`: the candidates of each row are
     found once (`Recognizer.fused_candidates`) and only their choice is repeated."""
     fused = [rec.fused_candidates(image) for image, *_ in rows]
-    for spec in weights:
-        weight, _, per_digit = spec.partition("/")
-        w, d = float(weight), float(per_digit or 0.0)
+    for w, d in weights:
         read = [f.text if isinstance(f, recognizer.NumberReading) else f.best_text(w, d) for f in fused]
         print(f"fused, FUSE_WEIGHT = {w}, FUSE_PER_DIGIT = {d}: {_summary(read, rows, alone_wrong, None)}",
               flush=True)
@@ -123,6 +132,7 @@ def main() -> None:
                         help="--methods on rows from 1,000-digit pools: the held-out digits, training digits "
                              "the models learnt from and three random subsets of the test digits, then stop")
     args = parser.parse_args()
+    weights = _parse_fuse_weights(parser, args.fuse_weights)
 
     train = load_dataset("mnist", "train")
     # the held-out digits are the ones the reader's card says it kept out (the default: best's --val draw)
@@ -159,20 +169,18 @@ def main() -> None:
         return
     if args.pool == "uci":
         images, labels = uci_pool()
-        print(f"{len(images)} UCI digits (sklearn load_digits), normalised by preprocess.to_mnist")
+        pool = "UCI digits (sklearn load_digits, normalised by preprocess.to_mnist)"
     else:
         images, labels = train.images[held], train.labels[held]
+        pool = f"held-out digits ({reader_card.get('split', {}).get('held_out_split', 'random')})"
     rows, alone_wrong = _rows(images, labels, args.rows, args.seed), _misread_alone(rec, images, labels)
-    if args.pool != "uci":
-        print(f"{len(images)} held-out digits ({reader_card.get('split', {}).get('held_out_split', 'random')}); "
-              f"the digit model misreads {int(alone_wrong.sum())} of them alone")
-    else:
-        print(f"the digit model misreads {int(alone_wrong.sum())} of them alone")
+    print(f"{len(images)} {pool}; the digit model misreads {int(alone_wrong.sum())} of them alone")
     for method in methods:
-        if method == "fused" and args.fuse_weights:
-            _fuse_weight_sweep(rec, args.fuse_weights.split(","), rows, alone_wrong)
+        if method == "fused" and weights:
+            _fuse_weight_sweep(rec, weights, rows, alone_wrong)
         else:
             print(f"{method}: {_evaluate(rec, method, rows, alone_wrong)}", flush=True)
+
 
 if __name__ == "__main__":
     try:
