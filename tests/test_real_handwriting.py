@@ -44,7 +44,6 @@ def test_bundled_readers_read_rows_of_uci_digits(uci):
     rows = [compose_number(pool, labels[:600], rng, user_like=i % 2 == 1) for i in range(60)]
     fused = sum(rec.read_number(image).text == text for image, text in rows)
     alone = sum(rec.read_number(image, method="reader").text == text for image, text in rows)
-    print(f"UCI rows: fused {fused}/60, reader alone {alone}/60")
     # session 11's pair: 53 fused and 54 alone (60 rows are too few to rank the two); thresholds below that
     assert fused >= 47
     assert alone >= 47
