@@ -114,6 +114,14 @@ def test_flatten_hwc_is_a_view_for_channels_last_and_keeps_gradients_channels_la
     assert torch.equal(FlattenHWC()(x.detach().contiguous()), y.detach())
 
 
+def test_best_last_knob_widens_only_the_final_stage():
+    default, wide = build_model("best"), build_model("best", last=128)
+    assert default[-1].in_features == 64 and wide[-1].in_features == 128
+    convs = [m.out_channels for m in wide.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [16, 16, 16, 32, 32, 32, 128, 128]
+    assert wide(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_fast_model_gives_same_logits_in_both_memory_formats():
     model = build_model("fast").eval()
     x = torch.rand(3, 1, 28, 28)
