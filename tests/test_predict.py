@@ -157,6 +157,7 @@ def test_cli_bad_files_reported_and_rest_processed(image_folder, tmp_path):
     assert records[Path(good).name]["error"] is None and records[Path(good).name]["digit"] == labels[good]
     for name in bad:
         assert records[name]["error"] and name in records[name]["error"] and records[name]["digit"] is None
+        assert list(records[name]) == list(records[Path(good).name]), "error lines keep the result schema"
     human = run_cli("predict", good, str(tmp_path / "text.jpg"), "--model", "best")
     assert human.returncode == 1
     assert f"{good}: {labels[good]}" in human.stdout
@@ -177,9 +178,12 @@ def test_cli_predict_multi(tmp_path, test_set):
     rng = np.random.default_rng(5)
     image, text = compose_number(test_set.images, test_set.labels, rng, n_digits=6)
     Image.fromarray(image).save(tmp_path / "number.png")
-    proc = run_cli("predict", str(tmp_path / "number.png"), "--multi", "--json", "--model", "best")
-    assert proc.returncode == 0, proc.stderr
-    record = json.loads(proc.stdout)
+    (tmp_path / "broken.png").write_bytes(b"")
+    proc = run_cli("predict", str(tmp_path / "number.png"), str(tmp_path / "broken.png"), "--multi", "--json",
+                   "--model", "best")
+    assert proc.returncode == 1, proc.stderr
+    record, broken = map(json.loads, proc.stdout.splitlines())
+    assert broken["error"] and broken["text"] is None and list(broken) == list(record)
     assert record["text"] == text and len(record["digits"]) == 6
     boxes = [d["box"] for d in record["digits"]]
     assert all(len(b) == 4 for b in boxes) and [b[0] for b in boxes] == sorted(b[0] for b in boxes)

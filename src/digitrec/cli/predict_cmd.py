@@ -220,9 +220,10 @@ def _flush(lines: Iterable[str]) -> None:
 
 def _emit_error(file: str, error: str, json_out: bool, multi: bool, out: list[str]) -> None:
     if json_out:
-        record = dict(file=file, error=error)
-        record.update(dict(text=None, digits=[]) if multi else
-                      dict(digit=None, confidence=None, probabilities=None, unsure=True))
+        # The same keys, in the same order, as a result line, so consumers can read every line alike.
+        empty = (dict(text=None, confidence=None, unsure=True, digits=[]) if multi else
+                 dict(digit=None, confidence=None, probabilities=None, unsure=True, box=None))
+        record = dict(file=file, **empty, error=error)
         out.append(json.dumps(record) + "\n")
     else:
         _flush(out)  # keep stdout and stderr in file order
