@@ -89,6 +89,18 @@ def test_temperature_scaling_recovers_known_temperature():
     assert nll(true_logits * 2.5, labels, fitted) < nll(true_logits * 2.5, labels)
 
 
+def test_temperature_without_validation_errors_stays_finite():
+    """All right on validation: the NLL has no minimum, so T must not run to the search's bound."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, size=1000)
+    logits = rng.normal(size=(1000, 10)) + 6 * np.eye(10)[labels]
+    fitted = fit_temperature(logits, labels)
+    assert 0.06 < fitted < 20
+    assert softmax(logits, fitted).max(1).mean() == pytest.approx(1001 / 1002, abs=1e-6)
+    labels[0] = (logits[0].argmax() + 1) % 10  # one error: the usual NLL fit, which the test above checks
+    assert fit_temperature(logits, labels) != pytest.approx(fitted)
+
+
 def test_summary_and_ece():
     logits = np.eye(10)[np.arange(100) % 10] * 10
     labels = np.arange(100) % 10

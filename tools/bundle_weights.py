@@ -6,6 +6,7 @@ Usage:
     python tools/bundle_weights.py --best runs/best-s0 --members runs/best-s1 ... [--fast runs/fast-s0]
     python tools/bundle_weights.py --reader runs/reader-s0       # the row reader (`digitrec train-reader`)
     python tools/bundle_weights.py --reader runs/reader-a --companions runs/reader-b   # plus companion readers
+    python tools/bundle_weights.py --refit-temperatures   # refit the bundled cards' temperatures, re-measure
 The first checkpoint (--best) is also ensemble member 0, so its weights ship once.
 """
 
@@ -20,7 +21,8 @@ from digitrec import checkpoint
 from digitrec.data import load_dataset
 from digitrec.ensemble import write_ensemble
 from digitrec.inference import predict_logits
-from digitrec.metrics import summarize
+from digitrec.metrics import fit_temperature, summarize
+from digitrec.training import split_validation
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "src" / "digitrec" / "weights"
 
@@ -65,6 +67,32 @@ def copy_reader(src: Path, name: str, companions: list[dict] | None = None) -> P
     return dest
 
 
+def refit_temperatures() -> None:
+    """Refit each bundled digit model's temperature on its own validation split (the card's seed, val and
+    val_split, with its TTA), as `digitrec train` does now; a card changes when its fit moves by over 1 %.
+    Then re-measure the ensemble, whose softmax average uses them. Argmax is untouched, so each model's
+    own test accuracy stays what its card says."""
+    train = load_dataset("mnist", "train")
+    for card_path in sorted(WEIGHTS.glob("*.json")):
+        card = checkpoint.read_card(card_path)
+        if card.get("model") in (None, "crnn-reader") or not card.get("val"):
+            continue
+        _, val_idx = split_validation(train, int(card["val"]), int(card["seed"]), card.get("val_split", "random"))
+        logits = predict_logits(checkpoint.load(card_path).model, train.images[val_idx], tta=card.get("tta", False))
+        new = fit_temperature(logits, train.labels[val_idx])
+        right = int((logits.argmax(1) == train.labels[val_idx]).sum())
+        print(f"{card_path.name}: {right}/{len(val_idx)} right on its validation split, "
+              f"temperature {card['temperature']:.4f} -> {new:.4f}")
+        if abs(new / card["temperature"] - 1) > 0.01:  # not CPU-vs-GPU jitter in a fit that had a minimum
+            card.setdefault("temperature_history", []).append(card["temperature"])
+            card["temperature"] = new
+            card_path.write_text(json.dumps(card, indent=2) + "\n")
+    ensemble = checkpoint.read_card(WEIGHTS / "ensemble.json")
+    members = [WEIGHTS / f"{Path(m).name}.json" for m in ensemble["members"]]
+    print(json.dumps(write_ensemble(members, ensemble["dataset"], tta=ensemble["tta"],
+                                    command=ensemble["command"], out=WEIGHTS / "ensemble.json")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--best", type=Path)
@@ -76,7 +104,12 @@ def main() -> None:
     parser.add_argument("--fast", type=Path)
     parser.add_argument("--command", default="digitrec train --model best --seed {seed} --val 1000 --tta "
                                               "--device cuda")
+    parser.add_argument("--refit-temperatures", action="store_true",
+                        help="refit the bundled digit models' temperatures and re-measure the ensemble")
     args = parser.parse_args()
+    if args.refit_temperatures:
+        refit_temperatures()
+        return
 
     def command_for(path: Path) -> str:
         seed = checkpoint.read_card(checkpoint.resolve(path))["seed"]

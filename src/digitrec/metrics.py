@@ -65,7 +65,15 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict[s
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Temperature scaling (Guo et al. 2017): the T minimising validation NLL, by golden-section search."""
+    """Temperature scaling (Guo et al. 2017): the T minimising validation NLL, by golden-section search.
+
+    When every validation image is right, the NLL keeps falling as T -> 0 and has no minimum: a bundled
+    ensemble member with 1,000 of 1,000 right got T = 0.05, the search's bound, and a confidence of 1.0
+    on nearly everything. Then T is set so that the mean confidence is (n + 1) / (n + 2), Laplace's
+    rule-of-succession estimate of the accuracy, which does not claim certainty from a finite sample."""
+    labels = np.asarray(labels)
+    if len(labels) and bool((logits.argmax(1) == labels).all()):
+        return temperature_for_confidence(logits, (len(labels) + 1) / (len(labels) + 2))
     lo, hi = np.log(0.05), np.log(20.0)
     g = (np.sqrt(5) - 1) / 2
     a, b = hi - g * (hi - lo), lo + g * (hi - lo)
@@ -79,6 +87,18 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
             lo, a, fa = a, b, fb
             b = lo + g * (hi - lo)
             fb = nll(logits, labels, np.exp(b))
+    return float(np.exp((lo + hi) / 2))
+
+
+def temperature_for_confidence(logits: np.ndarray, confidence: float) -> float:
+    """The T in [0.05, 20] whose mean top-class probability is `confidence` (it falls as T grows)."""
+    lo, hi = np.log(0.05), np.log(20.0)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if softmax(logits, float(np.exp(mid))).max(1).mean() > confidence:
+            lo = mid
+        else:
+            hi = mid
     return float(np.exp((lo + hi) / 2))
 
 
