@@ -53,6 +53,7 @@ class TrainConfig:
     progress: bool = True
     command: str = ""
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # architecture knobs, e.g. width=48
+    teacher: str | None = None        # distil from this checkpoint or bundled model name (e.g. "ensemble")
     # Recipe overrides; None means "the model's recipe value" (see models.MODELS).
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -63,7 +64,7 @@ def resolve_recipe(config: TrainConfig) -> dict[str, Any]:
     for key, value in config.overrides.items():
         if value is None:
             continue
-        if key not in recipe and key not in ("warmup", "bf16", "momentum"):
+        if key not in recipe and key not in ("warmup", "bf16", "momentum", "distill", "distill_temperature"):
             raise UsageError(f"unknown hyper-parameter {key!r} for model {config.model!r}")
         recipe[key] = value
     unknown = set(recipe.get("augment") or {}) - set(AUGMENTATIONS)
@@ -76,7 +77,27 @@ def resolve_recipe(config: TrainConfig) -> dict[str, Any]:
         raise UsageError(f"--epochs must be positive, got {recipe['epochs']}")
     if not float(recipe["lr"]) > 0:
         raise UsageError(f"--lr must be positive, got {recipe['lr']}")
+    if config.teacher:
+        # Hinton et al. 2015: loss = (1 - a) x the usual loss + a x tau^2 x KL(teacher || student), both
+        # softened by tau, so the student also learns which wrong digits the teacher finds close.
+        recipe.setdefault("distill", 0.5)
+        recipe.setdefault("distill_temperature", 4.0)
+        if not 0 < float(recipe["distill"]) <= 1 or not float(recipe["distill_temperature"]) > 0:
+            raise UsageError("--distill must be in (0, 1] and --distill-temperature positive, got "
+                             f"{recipe['distill']} and {recipe['distill_temperature']}")
     return recipe
+
+
+def load_teacher(name: str, dataset: str, classes: int) -> checkpoint.Checkpoint:
+    """The distillation teacher: a checkpoint path, or a bundled model's name ('ensemble', 'best')."""
+    try:
+        teacher = checkpoint.load(name) if Path(name).exists() else checkpoint.bundled(name)
+    except checkpoint.CheckpointError as err:
+        raise UsageError(f"--teacher {name}: {err}") from None
+    card_classes = teacher.card.get("classes")
+    if teacher.card.get("dataset", dataset) != dataset or (card_classes and len(card_classes) != classes):
+        raise UsageError(f"--teacher {name}: it was trained on {teacher.card.get('dataset')!r}, not {dataset!r}")
+    return teacher
 
 
 def make_optimizer(model: nn.Module, recipe: dict[str, Any], device: torch.device,
@@ -245,6 +266,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     x_train, y_train = x_all[torch.from_numpy(train_idx).to(device)], y_all[torch.from_numpy(train_idx).to(device)]
     n_train = len(y_train)
     classes = len(train_data.classes)
+    teacher = load_teacher(config.teacher, config.dataset, classes) if config.teacher else None
+    teacher_info = _teacher_record(config.teacher, teacher) if teacher is not None else None
 
     # --- model and optimiser (the clock starts here: IDX reading excluded) -----------------------
     t0 = time.perf_counter()
@@ -271,6 +294,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
     epochs = math.ceil(total_steps / steps_per_epoch)
     schedule = make_schedule(optimizer, recipe, total_steps)
     ema = EMA(model, float(recipe["ema"])) if recipe.get("ema") else None
+    teacher_log_probs = None
+    if teacher is not None:
+        # The teacher sees each training image once, un-augmented, before training (inside the clock): its
+        # soft labels for an image serve every augmented view of it, as the label does. The student's
+        # validation images are not among them, so validation stays unseen.
+        teacher_logits = predict_logits(teacher.model.to(device), train_data.images[train_idx], device=device)
+        teacher_log_probs = (torch.from_numpy(teacher_logits).float().to(device) / teacher.temperature).log_softmax(1)
+        del teacher, teacher_logits
+    distill = float(recipe.get("distill", 0.0))
+    tau = float(recipe.get("distill_temperature", 1.0))
     train_model: nn.Module = model
     if world > 1:
         train_model = nn.parallel.DistributedDataParallel(model)
@@ -321,6 +354,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=not graphed):
             logits = train_model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+        if teacher_log_probs is not None:
+            soft = F.kl_div((logits.float() / tau).log_softmax(1), (teacher_log_probs[idx] / tau).log_softmax(1),
+                            reduction="batchmean", log_target=True)
+            loss = (1 - distill) * loss + distill * tau * tau * soft
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -396,6 +433,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             metrics=dict(test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
                          per_class=metrics["per_class"]),
             history=history, config={k: v for k, v in asdict(config).items() if k != "overrides"},
+            **(dict(teacher=teacher_info) if teacher_info else {}),
         )
         card_path = checkpoint.save(out_stem, final, card)
         resume_path.unlink(missing_ok=True)
@@ -413,6 +451,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
         # leaves through `end_distributed` instead, which skips the teardown.
         _LIVE_DDP.append(train_model)
     return result
+
+
+def _teacher_record(name: str, teacher: checkpoint.Checkpoint) -> dict[str, Any]:
+    """What a distilled card says about its teacher, so the chain of training runs stays traceable."""
+    card = teacher.card
+    return dict(name=name, card=str(teacher.path), command=card.get("command"),
+                test_accuracy=card.get("metrics", {}).get("test_accuracy"),
+                member_seeds=card.get("member_seeds"), seed=card.get("seed"))
 
 
 _LIVE_DDP: list[nn.Module] = []  # DDP wrappers kept alive until the process ends (see the end of `train`)

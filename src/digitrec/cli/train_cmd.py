@@ -46,6 +46,12 @@ def _parse_arch(text: str | None) -> dict[str, int | float]:
 @click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train K members with seeds seed..seed+K-1 and write an ensemble card.")
 @click.option("--tta/--no-tta", default=False, help="Evaluate with test-time augmentation.")
+@click.option("--teacher", default=None,
+              help="Distil from this checkpoint or bundled model (e.g. 'ensemble'): the student also learns "
+                   "the teacher's soft labels.")
+@click.option("--distill", type=float, default=None, help="With --teacher: weight of the soft labels (0.5).")
+@click.option("--distill-temperature", type=float, default=None,
+              help="With --teacher: softening temperature of both outputs (4.0).")
 @options.device
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True,
@@ -58,13 +64,17 @@ def _parse_arch(text: str | None) -> dict[str, int | float]:
               help="Log scalars and sample images to this folder (needs digitrec[tensorboard]).")
 @options.json_out
 @click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
-def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment, arch, ensemble, tta, device, threads,
-          cuda_graphs, data_dir, offline, out, resume, tensorboard, json_out, progress) -> None:
+def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment, arch, ensemble, tta, teacher, distill,
+          distill_temperature, device, threads, cuda_graphs, data_dir, offline, out, resume, tensorboard, json_out,
+          progress) -> None:
     """Train a model, evaluate it on the test set and save a checkpoint."""
     from digitrec.training import TrainConfig, end_distributed
     from digitrec.training import train as run_training
 
-    overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, augment=options.parse_augment(augment))
+    if not teacher and (distill is not None or distill_temperature is not None):
+        raise UsageError("--distill and --distill-temperature need --teacher")
+    overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, augment=options.parse_augment(augment),
+                     distill=distill, distill_temperature=distill_temperature)
     model_kwargs = _parse_arch(arch)
     command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
     results = []
@@ -75,7 +85,7 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
                              out=member_out, data_dir=data_dir, offline=offline,
                              resume=resume, threads=threads, tta=tta, progress=progress, tensorboard=tensorboard,
                              command=command, overrides=overrides, cuda_graphs=cuda_graphs,
-                             model_kwargs=model_kwargs)
+                             model_kwargs=model_kwargs, teacher=teacher)
         result = run_training(config)
         if not result:  # a non-zero DDP rank
             end_distributed()
