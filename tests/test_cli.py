@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from clirun import assert_one_line_error, run_cli
 
 REQUIRED = {"model", "dataset", "epochs", "seed", "test_accuracy", "test_loss", "train_seconds", "checkpoint"}
@@ -101,6 +102,11 @@ def test_data_info_and_show(tmp_path):
     (["train", "--model", "best", "--arch", "width=wide"], ["--arch", "width=wide"], 2),
     (["train", "--model", "best", "--arch", "width=-8"], ["cannot be built", "width"], 2),
     (["train", "--no-such-flag"], ["--no-such-flag"], 2),
+    (["train", "--distill", "0.3"], ["--distill", "need --teacher"], 2),
+    (["train", "--teacher", "ensemble", "--distill", "2"], ["--distill must be in (0, 1]"], 2),
+    (["train", "--teacher", "nope", "--epochs", "0.01"], ["--teacher nope", "no bundled model 'nope'"], 2),
+    (["train", "--dataset", "fashion-mnist", "--teacher", "best", "--epochs", "0.01"],
+     ["--teacher best", "trained on 'mnist', not 'fashion-mnist'"], 2),
     (["train", "--device", "tpu"], ["--device"], 2),
     (["evaluate", "--checkpoint", "/nonexistent/model.json"], ["/nonexistent/model", "no such checkpoint"], 1),
     (["data", "info", "--dataset", "nope"], ["unknown dataset 'nope'"], 2),
@@ -172,3 +178,31 @@ def test_ensemble_training_and_evaluation(tmp_path):
     evaluated = run_cli("evaluate", "--checkpoint", result["checkpoint"], "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["accuracy"] == result["test_accuracy"]
+
+
+def test_distillation_follows_the_teacher(mlp_run, tmp_path):
+    """A student trained only on soft labels (--distill 1) learns what its teacher says, even when the teacher
+    is wrong on purpose: a copy of the seed MLP whose outputs are shifted by one class (digit d -> d + 1)."""
+    from digitrec import checkpoint
+
+    teacher = checkpoint.load(mlp_run["checkpoint"])
+    last = teacher.model[-1]
+    with torch.no_grad():
+        last.weight.copy_(last.weight.roll(1, dims=0))
+        last.bias.copy_(last.bias.roll(1))
+    shifted = checkpoint.save(tmp_path / "shifted" / "model", teacher.model, dict(teacher.card))
+    proc = run_cli("train", "--model", "mlp", "--epochs", "0.5", "--batch-size", "256", "--teacher", str(shifted),
+                   "--distill", "1", "--distill-temperature", "1", "--no-progress", "--json",
+                   "--out", str(tmp_path / "student"))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["test_accuracy"] < 0.05  # it learnt the teacher's shifted answers, not the labels
+    card = json.loads(Path(result["checkpoint"]).read_text())
+    assert card["teacher"]["card"] == str(shifted) and card["recipe"]["distill"] == 1.0
+    student = checkpoint.load(result["checkpoint"]).model
+    from digitrec.data import load_dataset
+
+    test = load_dataset("mnist", "test")
+    with torch.no_grad():
+        logits = student(torch.from_numpy(test.images[:2000]).float().div(255).unsqueeze(1))
+    assert (logits.argmax(1).numpy() == (test.labels[:2000] + 1) % 10).mean() > 0.85
