@@ -85,15 +85,17 @@ def main() -> None:
                   other_rows_misread=args.numbers - strings_ok - hard_rows_misread)
     print(f"model: {rec.name}")
     print(f"user-like single digits: {100 * result['accuracy']:.2f} % of {args.n} (seed {args.seed})")
-    print(f"composed numbers (4-10 digits, --multi): {100 * result['number_accuracy']:.2f} % whole-string "
-          f"of {args.numbers}")
-    print(f"  read_number method: {args.method}")
-    print(f"  per digit (rows read with the right count): {100 * result['number_digit_accuracy']:.2f} %, "
-          f"{result['numbers_per_second']:.1f} numbers/s")
-    for cause, n in causes.most_common():
-        print(f"  misread rows, {cause}: {n}")
-    print(f"  rows holding one of the {result['test_digits_misread_alone']} test digits the digit model misreads "
-          f"alone: {hard_rows} ({hard_rows_misread} misread); other rows misread: {result['other_rows_misread']}")
+    if args.numbers:  # --numbers 0: single digits only
+        print(f"composed numbers (4-10 digits, --multi): {100 * result['number_accuracy']:.2f} % whole-string "
+              f"of {args.numbers}")
+        print(f"  read_number method: {args.method}")
+        print(f"  per digit (rows read with the right count): {100 * result['number_digit_accuracy']:.2f} %, "
+              f"{result['numbers_per_second']:.1f} numbers/s")
+        for cause, n in causes.most_common():
+            print(f"  misread rows, {cause}: {n}")
+        print(f"  rows holding one of the {result['test_digits_misread_alone']} test digits the digit model "
+              f"misreads alone: {hard_rows} ({hard_rows_misread} misread); other rows misread: "
+              f"{result['other_rows_misread']}")
     print("| style element | n | accuracy |\n|---|---|---|")
     for k, v in result["per_style"].items():
         print(f"| {k} | {v['n']} | {100 * v['accuracy']:.2f} % |")

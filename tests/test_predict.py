@@ -30,7 +30,7 @@ def rec():
 
 def test_default_recognizer_is_a_bundled_model():
     default = Recognizer.load()
-    assert Path(default.name).parent.name == "weights"
+    assert Path(default.name).parent.name == "weights" and Path(default.name).stem == "distilled"
 
 
 @pytest.mark.parametrize("name, n", [("best", 10_000), ("ensemble", 2_000)])

@@ -6,6 +6,7 @@ Usage:
     python tools/bundle_weights.py --best runs/best-s0 --members runs/best-s1 ... [--fast runs/fast-s0]
     python tools/bundle_weights.py --reader runs/reader-s0       # the row reader (`digitrec train-reader`)
     python tools/bundle_weights.py --reader runs/reader-a --companions runs/reader-b   # plus companion readers
+    python tools/bundle_weights.py --distilled runs/kd-s0   # the default single model (`train --teacher`)
     python tools/bundle_weights.py --refit-temperatures   # refit the bundled cards' temperatures, re-measure
 The first checkpoint (--best) is also ensemble member 0, so its weights ship once.
 """
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--companion-weight", type=float, default=1.0)
     parser.add_argument("--members", nargs="*", type=Path, default=[])
     parser.add_argument("--fast", type=Path)
+    parser.add_argument("--distilled", type=Path, help="a `digitrec train --teacher ...` output folder")
     parser.add_argument("--command", default="digitrec train --model best --seed {seed} --val 1000 --tta "
                                               "--device cuda")
     parser.add_argument("--refit-temperatures", action="store_true",
@@ -115,6 +117,10 @@ def main() -> None:
         seed = checkpoint.read_card(checkpoint.resolve(path))["seed"]
         return args.command.format(seed=seed)
 
+    if args.distilled:
+        print(copy_checkpoint(args.distilled, "distilled", None))
+        if not (args.best or args.reader):
+            return
     if args.companions and not args.reader:
         parser.error("--companions needs --reader")
     if args.reader:

@@ -156,7 +156,7 @@ class Recognizer:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, model: str | None = None, device: str = "cpu",
              tta: bool | None = None, reader: Reader | str | os.PathLike | None = "bundled") -> Recognizer:
-        """`path`: a checkpoint; else the bundled `model` ('best', 'ensemble', 'fast'); else the default.
+        """`path`: a checkpoint; else the bundled `model` ('distilled', 'best', 'ensemble', 'fast'); else the default.
         `reader`: the row reader for `read_number` ('bundled', a reader checkpoint, or None: segmentation)."""
         if path is not None:
             loaded = checkpoint.load(path)

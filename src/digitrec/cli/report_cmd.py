@@ -13,7 +13,8 @@ from digitrec.cli import app, options
 @app.command()
 @click.option("--checkpoint", type=click.Path(), default=None,
               help="Checkpoint (.json, .safetensors or folder); default: the bundled model.")
-@click.option("--model", default=None, help="Bundled model to report on: best, ensemble or fast.")
+@click.option("--model", default=None,
+              help="Bundled model to report on: distilled (the default), best, ensemble or fast.")
 @click.option("--dataset", default=None, help="Test set to use (mnist or fashion-mnist); default: the "
                                                "checkpoint's dataset.")
 @options.data_dir
