@@ -77,6 +77,8 @@ def resolve_recipe(config: TrainConfig) -> dict[str, Any]:
         raise UsageError(f"--epochs must be positive, got {recipe['epochs']}")
     if not float(recipe["lr"]) > 0:
         raise UsageError(f"--lr must be positive, got {recipe['lr']}")
+    if not config.teacher and ("distill" in recipe or "distill_temperature" in recipe):
+        raise UsageError("--distill and --distill-temperature need --teacher")
     if config.teacher:
         # Hinton et al. 2015: loss = (1 - a) x the usual loss + a x tau^2 x KL(teacher || student), both
         # softened by tau, so the student also learns which wrong digits the teacher finds close.

@@ -71,8 +71,6 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
     from digitrec.training import TrainConfig, end_distributed
     from digitrec.training import train as run_training
 
-    if not teacher and (distill is not None or distill_temperature is not None):
-        raise UsageError("--distill and --distill-temperature need --teacher")
     overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, augment=options.parse_augment(augment),
                      distill=distill, distill_temperature=distill_temperature)
     model_kwargs = _parse_arch(arch)
