@@ -21,6 +21,7 @@ from pathlib import Path
 from digitrec import checkpoint
 from digitrec.data import load_dataset
 from digitrec.ensemble import write_ensemble
+from digitrec.errors import DigitrecError
 from digitrec.inference import predict_logits
 from digitrec.metrics import fit_temperature, summarize
 from digitrec.training import split_validation
@@ -151,4 +152,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DigitrecError as err:  # a missing or corrupt checkpoint: one line, not a traceback
+        raise SystemExit(f"bundle_weights: error: {err}") from None

@@ -28,7 +28,7 @@ from digitrec import checkpoint
 from digitrec.atomic import atomic_open
 from digitrec.augment import AUGMENTATIONS, augment_batch
 from digitrec.data import Dataset, load_dataset
-from digitrec.errors import UsageError
+from digitrec.errors import DigitrecError, UsageError
 from digitrec.inference import pick_device, predict_logits
 from digitrec.metrics import fit_temperature, nll, summarize
 from digitrec.models import build_model, check_arch, count_parameters, get_spec
@@ -94,7 +94,7 @@ def load_teacher(name: str, dataset: str, classes: int) -> checkpoint.Checkpoint
     """The distillation teacher: a checkpoint path, or a bundled model's name ('ensemble', 'best')."""
     try:
         teacher = checkpoint.load(name) if Path(name).exists() else checkpoint.bundled(name)
-    except checkpoint.CheckpointError as err:
+    except DigitrecError as err:  # a missing or corrupt card, or one that is not a digit model
         raise UsageError(f"--teacher {name}: {err}") from None
     card_classes = teacher.card.get("classes")
     if teacher.card.get("dataset", dataset) != dataset or (card_classes and len(card_classes) != classes):
