@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=1000, help="row k is composed with seed FIRST_SEED + k")
     parser.add_argument("--model", default="distilled")
     args = parser.parse_args()
+    if args.rows < 1:
+        parser.error(f"--rows must be at least 1, got {args.rows}")
     if args.pool == "uci":
         images, labels = uci_pool()
     else:
