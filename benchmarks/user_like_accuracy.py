@@ -4,6 +4,11 @@ the same path as `digitrec predict`. Also: whole-string accuracy of `--multi` on
 
     python benchmarks/user_like_accuracy.py --n 2000 --numbers 300 [--model best|ensemble|fast]
                                             [--method auto|reader|fused|segment] [--reader CARD]
+                                            [--digits test|held-out]
+
+`--digits held-out` renders the 1,000 training digits the models held out (the reader card's split, by
+default the bundled `best`'s `--val 1000` draw) instead of the test digits: for choosing between models
+without reading the test set.
 
 The composed-numbers line also prints per-digit accuracy, reading speed and why rows were misread (too
 few / too many digits, or the right count with a digit misread; and whether the row has touching pairs).
@@ -19,9 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from digitrec import Recognizer
+from digitrec import Recognizer, checkpoint
+from digitrec.atomic import atomic_open
 from digitrec.data import load_dataset
 from digitrec.errors import DigitrecError
+from digitrec.reader import Reader
+from digitrec.reader_training import card_split
 from digitrec.synth import compose_number, user_like_set
 
 
@@ -36,11 +44,20 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--method", default="auto", choices=["auto", "reader", "fused", "segment"],
                         help="read_number's method for the composed numbers (auto: fused when a reader is bundled)")
+    parser.add_argument("--digits", choices=["test", "held-out"], default="test",
+                        help="render MNIST's test digits (final figures) or the held-out training digits (choosing)")
     args = parser.parse_args()
 
-    test = load_dataset("mnist", "test")
+    if args.digits == "held-out":
+        train = load_dataset("mnist", "train")
+        _, held = card_split(checkpoint.read_card(Reader.load_card_path(
+            None if args.reader == "bundled" else args.reader)), len(train.images))
+        images, labels = train.images[held], train.labels[held]
+    else:
+        test = load_dataset("mnist", "test")
+        images, labels = test.images, test.labels
     rec = Recognizer.load(args.checkpoint, model=args.model, reader=args.reader)
-    items = user_like_set(test.images, test.labels, args.n, seed=args.seed)
+    items = user_like_set(images, labels, args.n, seed=args.seed)
     t0 = time.perf_counter()
     preds = rec.predict_many([data for data, _, _ in items], errors="return")
     seconds = time.perf_counter() - t0
@@ -50,14 +67,14 @@ def main() -> None:
         for part in style.split(":")[0].split("+"):
             per_style[part].append(bool(ok))
 
-    # The test digits the digit model misreads even alone, MNIST-clean: no row holding one is easy.
-    alone_wrong = np.array([p.digit for p in rec.predict_array(test.images)]) != test.labels
+    # The digits the digit model misreads even alone, MNIST-clean: no row holding one is easy.
+    alone_wrong = np.array([p.digit for p in rec.predict_array(images)]) != labels
     rng = np.random.default_rng(args.seed + 1)
     strings_ok, digits_ok, digits_total, number_seconds = 0, 0, 0, 0.0
     hard_rows, hard_rows_misread = 0, 0
     causes: collections.Counter[str] = collections.Counter()  # why a row was misread
     for _ in range(args.numbers):
-        image, text, boxes, picks = compose_number(test.images, test.labels, rng,
+        image, text, boxes, picks = compose_number(images, labels, rng,
                                                    user_like=bool(rng.random() < 0.5), return_boxes=True,
                                                    return_picks=True)
         t0 = time.perf_counter()
@@ -74,7 +91,8 @@ def main() -> None:
             count = "too few digits" if len(read) < len(text) else "too many digits" if len(read) > len(text) else ""
             causes[f"{count or 'right count, misread'}{' (touching pair in row)' if touching else ''}"] += 1
 
-    result = dict(model=rec.name, method=args.method, n=args.n, seed=args.seed, accuracy=float(correct.mean()),
+    result = dict(model=rec.name, digits=args.digits, method=args.method, n=args.n, seed=args.seed,
+                  accuracy=float(correct.mean()),
                   images_per_second=args.n / seconds,
                   per_style={k: dict(n=len(v), accuracy=float(np.mean(v))) for k, v in sorted(per_style.items())},
                   numbers=args.numbers, number_accuracy=strings_ok / max(args.numbers, 1),
@@ -83,7 +101,7 @@ def main() -> None:
                   test_digits_misread_alone=int(alone_wrong.sum()), rows_holding_one=hard_rows,
                   rows_holding_one_misread=hard_rows_misread,
                   other_rows_misread=args.numbers - strings_ok - hard_rows_misread)
-    print(f"model: {rec.name}")
+    print(f"model: {rec.name}; digits: {'MNIST test' if args.digits == 'test' else 'held-out training'}")
     print(f"user-like single digits: {100 * result['accuracy']:.2f} % of {args.n} (seed {args.seed})")
     if args.numbers:  # --numbers 0: single digits only
         print(f"composed numbers (4-10 digits, --multi): {100 * result['number_accuracy']:.2f} % whole-string "
@@ -93,14 +111,14 @@ def main() -> None:
               f"{result['numbers_per_second']:.1f} numbers/s")
         for cause, n in causes.most_common():
             print(f"  misread rows, {cause}: {n}")
-        print(f"  rows holding one of the {result['test_digits_misread_alone']} test digits the digit model "
+        print(f"  rows holding one of the {result['test_digits_misread_alone']} digits the digit model "
               f"misreads alone: {hard_rows} ({hard_rows_misread} misread); other rows misread: "
               f"{result['other_rows_misread']}")
     print("| style element | n | accuracy |\n|---|---|---|")
     for k, v in result["per_style"].items():
         print(f"| {k} | {v['n']} | {100 * v['accuracy']:.2f} % |")
     if args.json:
-        with open(args.json, "w") as f:
+        with atomic_open(args.json, "w") as f:
             json.dump(result, f, indent=1)
 
 

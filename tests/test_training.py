@@ -17,7 +17,7 @@ import pytest
 import torch
 from clirun import assert_one_line_error, run_cli
 
-from digitrec.augment import augment_batch, tta_views
+from digitrec.augment import augment_batch, random_ink, tta_views
 from digitrec.errors import UsageError
 from digitrec.metrics import expected_calibration_error, fit_temperature, nll, softmax, summarize
 from digitrec.models import FlattenHWC, build_model
@@ -58,6 +58,34 @@ def test_augment_translation_moves_centre_of_mass():
     cols = torch.arange(28.0)
     com = (out.sum(2).squeeze(1) * cols).sum(1) / out.sum((1, 2, 3))
     assert com.std() > 1.0  # shifted by up to ±4 px
+
+
+def test_ink_redraws_a_pen_stroke_refitted_as_preprocess_does():
+    # A small, off-centre stroke with a faint smudge beside it: the pen keeps the stroke (sharp edges),
+    # drops the smudge, and the refit brings the stroke to MNIST's 20 px box centred at (14, 14).
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 3:15, 4:7] = 1.0
+    x[:, :, 20:24, 20:24] = 0.2
+    out = random_ink(x, torch.Generator().manual_seed(0), p=1.0)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    img = out[0, 0]
+    rows = torch.nonzero(img.sum(1) > 0.05).flatten()
+    assert 19 <= rows[-1] - rows[0] + 1 <= 21  # the stroke's height fills the 20 px box
+    ys, xs = torch.arange(28.0) + 0.5, torch.arange(28.0) + 0.5
+    cy, cx = (img.sum(1) * ys).sum() / img.sum(), (img.sum(0) * xs).sum() / img.sum()
+    assert abs(cy - 14.5) < 0.6 and abs(cx - 14.5) < 0.6
+    assert img[22:, 22:].sum() == 0  # the smudge is gone (and nothing else is there)
+    assert ((img > 0.05) & (img < 0.95)).sum() < 0.5 * (img >= 0.95).sum()  # mostly solid ink, few grey edges
+
+
+def test_ink_leaves_the_rest_of_the_batch_and_blank_images():
+    x = _digit_batch(10)
+    x[0] = 0.0
+    out = random_ink(x, torch.Generator().manual_seed(0), p=0.5)
+    assert torch.equal(out[0], x[0])  # a blank image has no stroke to redraw
+    assert torch.equal(out[5:], x[5:])  # only round(p * n) images (the first ones of a shuffled batch)
+    assert not torch.equal(out[1:5], x[1:5])
+    assert torch.equal(random_ink(x, None, p=0.0), x)
 
 
 def test_unknown_augmentation_rejected():

@@ -20,6 +20,7 @@ AUGMENTATIONS = {
     "translate": "max shift as a fraction of the image size",
     "elastic": "elastic distortion strength in pixels (displacement std)",
     "stroke": "probability of thickening or thinning strokes by one pixel",
+    "ink": "probability of re-inking a digit as a pen on paper draws it, then re-normalising it as preprocess does",
     "blur": "probability of a light Gaussian blur",
     "noise": "std of additive Gaussian noise",
     "hflip": "probability of a left-right mirror (for Fashion-MNIST; never for digits)",
@@ -58,6 +59,55 @@ def random_affine(x: torch.Tensor, generator: torch.Generator | None, rotate: fl
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def random_ink(x: torch.Tensor, generator: torch.Generator | None, p: float, factor: int = 4,
+               levels: tuple[float, float] = (0.3, 0.6)) -> torch.Tensor:
+    """Redraw a random subset the way a user's photo of the digit reaches the model: MNIST's soft grey
+    edges become a pen's sharp ones (upsample, a steep ink ramp at a random level, as `synth` renders
+    paper), and the stroke that is left is fitted into MNIST's 20x20 box and centred by its centre of
+    mass again (as `preprocess.normalise` does), then area-downsampled. Faint strokes vanish and the box
+    changes, which is what costs a model trained on MNIST alone about 0.25 points a digit on user-like
+    renderings (docs/experiments.md)."""
+    # Batches come in random order, so the first round(p * n) images are a random subset: redrawing only
+    # those keeps the cost proportional to p and the shapes fixed (CUDA-graph capturable).
+    k = round(p * x.shape[0])
+    if k == 0:
+        return x
+    rest, x = x[k:], x[:k]
+    n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    dev = x.device
+    up = F.interpolate(x, scale_factor=factor, mode="bicubic", align_corners=False)
+    level = (torch.rand(n, 1, 1, 1, device=dev, generator=generator) * (levels[1] - levels[0]) + levels[0])
+    ink = ((up - level) / 0.12 + 0.5).clamp_(0, 1)
+    big_h, big_w = h * factor, w * factor
+    mass = ink.sum((1, 2, 3)).clamp_min(1e-6)
+    ys = torch.arange(big_h, device=dev, dtype=x.dtype) + 0.5
+    xs = torch.arange(big_w, device=dev, dtype=x.dtype) + 0.5
+    cy = (ink.sum(3)[:, 0] * ys).sum(1) / mass  # centre of mass, continuous pixel coordinates
+    cx = (ink.sum(2)[:, 0] * xs).sum(1) / mass
+    rows, cols = ink.amax(3)[:, 0] > 0, ink.amax(2)[:, 0] > 0
+
+    def extent(mask: torch.Tensor) -> torch.Tensor:
+        idx = torch.arange(mask.shape[1], device=dev)
+        last = torch.where(mask, idx, -1).amax(1)
+        first = torch.where(mask, idx, mask.shape[1]).amin(1)
+        return (last - first + 1).clamp_min(1).to(x.dtype)
+
+    side = torch.maximum(extent(rows), extent(cols))
+    s = (20 * factor) / side  # the 20x20 box of MNIST, in upsampled pixels
+    # Output (continuous) X maps to input cx + (X - target) / s; in affine_grid's [-1, 1] units:
+    target_x, target_y = (w / 2 + 0.5) * factor, (h / 2 + 0.5) * factor  # MNIST's centre pixel (14, 14)
+    tx = 2 * cx / big_w - 1 + (big_w - 2 * target_x) / (big_w * s)
+    ty = 2 * cy / big_h - 1 + (big_h - 2 * target_y) / (big_h * s)
+    zero = torch.zeros_like(s)
+    theta = torch.stack([torch.stack([1 / s, zero, tx], 1), torch.stack([zero, 1 / s, ty], 1)], 1)
+    grid = F.affine_grid(theta, [n, 1, big_h, big_w], align_corners=False)
+    # Nearest: the pen's sharp edges survive the refit (bilinear would soften them again); at 4x the
+    # position error is under a quarter of an MNIST pixel.
+    fitted = F.avg_pool2d(F.grid_sample(ink, grid, mode="nearest", padding_mode="zeros", align_corners=False),
+                          factor)
+    return torch.cat([torch.where((mass > 1.0).view(n, 1, 1, 1), fitted, x), rest])
+
+
 def random_stroke(x: torch.Tensor, generator: torch.Generator | None, p: float) -> torch.Tensor:
     """Thicken (grey dilation) or thin (grey erosion) a random subset: users' pens differ from MNIST's."""
     n = x.shape[0]
@@ -92,6 +142,8 @@ def augment_batch(x: torch.Tensor, spec: dict[str, float], generator: torch.Gene
     geo = {k: float(spec.get(k, 0.0)) for k in ("rotate", "scale", "shear", "translate", "elastic")}
     if any(geo.values()):
         x = random_affine(x, generator, **geo)
+    if spec.get("ink"):
+        x = random_ink(x, generator, float(spec["ink"]))
     if spec.get("stroke"):
         x = random_stroke(x, generator, float(spec["stroke"]))
     if spec.get("blur"):
