@@ -69,7 +69,7 @@ def random_ink(x: torch.Tensor, generator: torch.Generator | None, p: float, fac
     renderings (docs/experiments.md)."""
     # Batches come in random order, so the first round(p * n) images are a random subset: redrawing only
     # those keeps the cost proportional to p and the shapes fixed (CUDA-graph capturable).
-    k = round(p * x.shape[0])
+    k = min(max(round(p * x.shape[0]), 0), x.shape[0])  # a share: p outside [0, 1] is clipped to it
     if k == 0:
         return x
     rest, x = x[k:], x[:k]
