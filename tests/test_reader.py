@@ -268,3 +268,62 @@ def test_train_reader_bad_hold_out_is_a_one_line_error(tmp_path):
                           code=2)
     assert_one_line_error(run_cli("train-reader", "--held-out-split", "middle", "--out", str(tmp_path)),
                           "--held-out-split", code=2)
+
+
+def test_trunk_reader_keeps_the_line_contract_and_its_trunk_frozen():
+    """A TrunkReader maps a line to W / STRIDE frames as CRNN does; a training step moves its head and
+    leaves the digit model's trunk (weights and BatchNorm statistics) as they were."""
+    import torch
+
+    from digitrec.reader import CRNN, STRIDE, TrunkReader
+
+    model = TrunkReader("best", {}, hidden=16)
+    x = torch.rand(3, 1, LINE_HEIGHT, 96)
+    assert model(x).shape == CRNN(width=8, hidden=8)(x).shape == (3, 96 // STRIDE, BLANK + 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    assert not model.trunk.training and model.rnn.training
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trained, lr=0.1)
+    model(x).logsumexp(-1).mean().backward()
+    optimizer.step()
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("trunk."))
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+
+
+def test_train_reader_on_a_digit_models_trunk(tmp_path):
+    """--trunk best: the card names the trunk and its source, the trunk's weights are the bundled best's,
+    and the checkpoint loads (as a companion would) and reads."""
+    import torch
+
+    from digitrec import checkpoint
+    from digitrec.cli import main
+
+    out = tmp_path / "trunk"
+    code = main(["train-reader", "--trunk", "best", "--hidden", "16", "--steps", "3", "--rows", "64",
+                 "--val-rows", "16", "--batch-size", "16", "--seed", "2", "--out", str(out)])
+    assert code == 0
+    card = json.loads((out / "reader.json").read_text())
+    assert card["hparams"] == {"trunk": "best", "trunk_arch": {}, "hidden": 16}
+    assert card["recipe"]["trunk"]["source"] == "best" and card["trained_parameters"] < card["parameters"]
+    reader = Reader.load(out)
+    digit = list(checkpoint.bundled("best").model.children())
+    first_conv = digit[1].weight
+    assert torch.allclose(reader.model.trunk[1].weight.float(), first_conv, atol=1e-3)  # fp16 on disk
+    assert isinstance(reader.read(np.zeros((40, 120), np.uint8)), list)
+    again = tmp_path / "again"  # --init continues a trunk reader as one
+    assert main(["train-reader", "--init", str(out), "--steps", "2", "--rows", "32", "--val-rows", "8",
+                 "--batch-size", "16", "--out", str(again)]) == 0
+    assert json.loads((again / "reader.json").read_text())["hparams"] == card["hparams"]
+
+
+def test_train_reader_bad_trunk(tmp_path):
+    assert_one_line_error(run_cli("train-reader", "--trunk", "nonesuch", "--out", str(tmp_path)), "nonesuch",
+                          code=1)
+    assert_one_line_error(run_cli("train-reader", "--trunk", "ensemble", "--out", str(tmp_path)), "ensemble",
+                          code=2)
+    assert_one_line_error(run_cli("train-reader", "--trunk", "best", "--width", "8", "--out", str(tmp_path)),
+                          "--width", code=2)
+    assert_one_line_error(run_cli("train-reader", "--trunk", "best", "--init", str(Reader.bundled_card()),
+                                  "--out", str(tmp_path)), "--init", code=2)

@@ -23,20 +23,23 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from digitrec import checkpoint
-from digitrec.errors import CheckpointError
+from digitrec.errors import CheckpointError, UsageError
 from digitrec.preprocess import ImageSource, InkMap, _resize, crop_soft, ink_map, normalise, source_box
 from digitrec.segment import _SEGMENT_SIDE, _groups
 
-__all__ = ["BLANK", "CRNN", "LINE_HEIGHT", "MULTIPLE", "Line", "Reader", "ReadDigit", "ctc_greedy", "line_image"]
+__all__ = ["BLANK", "CRNN", "LINE_HEIGHT", "MULTIPLE", "Line", "Reader", "ReadDigit", "TrunkReader", "build_reader",
+           "ctc_greedy", "line_image"]
 
 LINE_HEIGHT = 32  # px of the model's input line
 INK_HEIGHT = 24  # px the row's ink is scaled to (MNIST: 20 px digits, plus the row's up-and-down drift)
 PAD = 8  # px of empty line left and right of the ink
 STRIDE = 2  # line columns per output frame
 MULTIPLE = 4  # line widths are padded to a multiple of this (the conv stack's horizontal reduction)
+TRUNK_SCALE = 20 / INK_HEIGHT  # TrunkReader scales the line so its ink is MNIST's digit height
 BLANK = 10  # CTC blank index; classes 0-9 are the digits
 READER_NAME = "reader"  # the bundled weights: weights/reader.safetensors + reader.json
 
@@ -112,6 +115,57 @@ class CRNN(nn.Module):
         return out.reshape(out.shape[0], -1, BLANK + 1)
 
 
+class TrunkReader(nn.Module):
+    """A digit model's convolutional trunk, frozen, run along the whole line; then a projection, a BiGRU
+    and the CTC head, with CRNN's input and output (11 scores for each of W / STRIDE frames).
+
+    Why: the digit model reads other writers' single digits far better than the CRNNs read other
+    writers' rows (they learnt the training writers' rows; docs/experiments.md), and it has no cuts to
+    get wrong. Its trunk's local features, computed across the line, give a reader that errs the way
+    the digit model does, not as the CRNNs do. Frozen, so a training step costs the trunk's forward
+    pass only and the features stay those learnt from the augmented single digits. The line is scaled
+    by TRUNK_SCALE first, so its ink is MNIST's 20 px tall, as the trunk learnt it."""
+
+    def __init__(self, trunk: str = "best", trunk_arch: dict[str, Any] | None = None, hidden: int = 96):
+        super().__init__()
+        from digitrec.models import build_model
+
+        layers = list(build_model(trunk, **(trunk_arch or {})).children())
+        cut = next(i for i, m in enumerate(layers) if isinstance(m, nn.AdaptiveAvgPool2d))
+        self.trunk = nn.Sequential(*layers[:cut]).requires_grad_(False)
+        channels = [m for m in self.trunk.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+        self.project = nn.Linear(7 * channels, hidden)  # the trunk ends at 7 rows, as for a 28x28 digit
+        self.rnn = nn.GRU(hidden, hidden, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(2 * hidden, 2 * (BLANK + 1))
+        self.hparams = dict(trunk=trunk, trunk_arch=dict(trunk_arch or {}), hidden=hidden)
+
+    def train(self, mode: bool = True) -> TrunkReader:
+        super().train(mode)
+        self.trunk.eval()  # frozen: its BatchNorm keeps the digit model's statistics
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 1, LINE_HEIGHT, W] (W a multiple of 4) -> logits [B, W // STRIDE, 11]."""
+        b, _, h, w = x.shape
+        small = F.interpolate(x.float(), size=(round(h * TRUNK_SCALE), max(MULTIPLE, round(w * TRUNK_SCALE))),
+                              mode="bilinear", antialias=True, align_corners=False)
+        # 27 rows -> 28: one on top puts the ink in rows 4-24, where MNIST's 20 px digits sit
+        small = F.pad(small, (0, -small.shape[-1] % MULTIPLE, 1, 28 - 1 - small.shape[-2]))
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=x.device.type == "cpu"):
+            f = self.trunk(small.contiguous(memory_format=torch.channels_last))  # [B, C, 7, W'/4]
+        f = f.float().flatten(1, 2).transpose(1, 2)                             # [B, W'/4, 7C]
+        h_seq, _ = self.rnn(torch.relu(self.project(f)))
+        h_seq = F.interpolate(h_seq.transpose(1, 2), size=w // MULTIPLE, mode="linear",
+                              align_corners=False).transpose(1, 2)               # back to W/4 columns
+        out = self.head(h_seq)
+        return out.reshape(b, -1, BLANK + 1)
+
+
+def build_reader(hparams: dict[str, Any]) -> nn.Module:
+    """The reader network a card's `hparams` describe: a TrunkReader when they name a trunk, else a CRNN."""
+    return TrunkReader(**hparams) if "trunk" in hparams else CRNN(**hparams)
+
+
 def ctc_greedy(log_probs: np.ndarray, length: int | None = None) -> list[tuple[int, int, int]]:
     """Best-path CTC decoding of one line's [T, 11] scores: (label, first frame, last frame) per digit,
     repeats merged unless a blank separates them."""
@@ -150,7 +204,7 @@ class Reader:
     of a whole text (all alignments) is the product of two experts. The reading itself (`decode`, boxes,
     `method="reader"`) is this reader's alone."""
 
-    def __init__(self, model: CRNN, card: dict[str, Any], path: Path | None = None,
+    def __init__(self, model: nn.Module, card: dict[str, Any], path: Path | None = None,
                  companions: list[tuple[Reader, float]] | None = None):
         self.model = model.eval()
         self.card = card
@@ -193,7 +247,10 @@ class Reader:
         if card.get("model") != "crnn-reader":
             raise CheckpointError(f"{card_path}: not a digitrec reader card (model is not 'crnn-reader')")
         weights, state = checkpoint.read_weights(card_path, card)
-        model = CRNN(**card.get("hparams", {}))
+        try:
+            model = build_reader(dict(card.get("hparams", {})))
+        except (TypeError, ValueError, UsageError) as exc:
+            raise CheckpointError(f"{card_path}: hparams do not describe a reader ({exc})") from None
         try:
             model.load_state_dict({k: v.float() for k, v in state.items()})
         except RuntimeError as exc:

@@ -40,7 +40,17 @@ import torch.nn.functional as F
 from digitrec import checkpoint
 from digitrec.augment import AUGMENTATIONS, augment_batch
 from digitrec.data import load_dataset
-from digitrec.reader import BLANK, CRNN, LINE_HEIGHT, MULTIPLE, STRIDE, Reader, ctc_greedy, line_image
+from digitrec.reader import (
+    BLANK,
+    LINE_HEIGHT,
+    MULTIPLE,
+    STRIDE,
+    Reader,
+    TrunkReader,
+    build_reader,
+    ctc_greedy,
+    line_image,
+)
 from digitrec.synth import compose_number
 from digitrec.training import holdout_indices
 
@@ -242,10 +252,25 @@ class ReaderConfig:
     digit_copies: int = 1  # distorted versions of each training digit (with digit_augment)
     held_out: int = VAL_DIGITS  # training digits kept out of the rows, for validation rows
     held_out_split: str = "random"  # which: "random" (best's --val 1000 draw) or "tail" (mostly other writers)
+    trunk: str | None = None  # a digit model (bundled name or card) whose frozen trunk the reader is built on
 
 
 def _print(msg: str) -> None:
     print(msg, flush=True)
+
+
+def _trunk_reader(trunk: str, hidden: int) -> tuple[TrunkReader, dict[str, Any]]:
+    """A TrunkReader on the frozen trunk of digit model `trunk` (a bundled name, or a card or its folder),
+    and what the card records of where the trunk came from."""
+    named = os.sep not in trunk and "/" not in trunk and not trunk.endswith(".json")
+    loaded = checkpoint.bundled(trunk) if named else checkpoint.load(trunk)
+    if "members" in loaded.card:
+        raise ValueError(f"--trunk {trunk}: an ensemble has no single trunk; name one network")
+    model = TrunkReader(loaded.card["model"], dict(loaded.card.get("hparams", {})), hidden)
+    layers = list(loaded.model.children())[:len(model.trunk)]
+    model.trunk.load_state_dict(torch.nn.Sequential(*layers).state_dict())
+    return model, dict(source=str(trunk), card_command=loaded.card.get("command"), seed=loaded.card.get("seed"),
+                       test_accuracy=loaded.card.get("metrics", {}).get("test_accuracy"))
 
 
 def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[str], None] = _print,
@@ -268,18 +293,26 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
     log(f"composed {config.rows} training rows and {config.val_rows} validation rows "
         f"[{time.perf_counter() - t0:.1f}s]")
 
-    model = CRNN(width=config.width, hidden=config.hidden)
+    trunk_source: dict[str, Any] | None = None
     init_card: dict[str, Any] | None = None
     if config.init is not None:
         start = Reader.load_single(Path(config.init))
-        if start.model.hparams != model.hparams:
-            raise ValueError(f"--init {config.init}: its reader has {start.model.hparams}, not {model.hparams}")
+        model = build_reader(dict(start.model.hparams))
+        if "trunk" not in start.model.hparams and start.model.hparams != dict(width=config.width, hidden=config.hidden):
+            raise ValueError(f"--init {config.init}: its reader has {start.model.hparams}, not "
+                             f"{dict(width=config.width, hidden=config.hidden)}")
         model.load_state_dict(start.model.state_dict())
         init_card = start.card
+        trunk_source = init_card.get("recipe", {}).get("trunk")
         log(f"starting from {config.init} ({init_card.get('recipe', {}).get('steps')} steps, "
             f"seed {init_card.get('seed')})")
+    elif config.trunk is not None:
+        model, trunk_source = _trunk_reader(config.trunk, config.hidden)
+    else:
+        model = build_reader(dict(width=config.width, hidden=config.hidden))
     model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    trained = [p for p in model.parameters() if p.requires_grad]  # a TrunkReader's trunk stays frozen
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps,
                                                    pct_start=0.1)
     ctc = torch.nn.CTCLoss(blank=BLANK, zero_infinity=True)
@@ -317,18 +350,20 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
     val_accuracy = string_accuracy(val_read, val.texts)
     log(f"validation: {100 * val_accuracy:.2f} % of {config.val_rows} rows read exactly")
     card: dict[str, Any] = dict(
-        model="crnn-reader", bundled=False, hparams=dict(width=config.width, hidden=config.hidden),
+        model="crnn-reader", bundled=False, hparams=dict(model.hparams),
         recipe=dict(steps=config.steps, batch=config.batch, rows=config.rows, lr=config.lr,
                     weight_decay=config.weight_decay, optimizer="adamw", schedule="onecycle", loss="ctc",
                     bf16=False, augment="affine (scale, stretch, slant, shift), stroke, blur, gamma, noise",
                     line=dict(height=LINE_HEIGHT, stride=STRIDE),
                     **(dict(digit_augment=config.digit_augment, digit_copies=config.digit_copies)
-                       if config.digit_augment else {})),
+                       if config.digit_augment else {}),
+                    **(dict(trunk=trunk_source) if trunk_source else {})),
         dataset="mnist", data_sha256=dict(train.sha256), seed=config.seed,
         split=dict(held_out_training_digits=config.held_out, held_out_split=config.held_out_split,
                    as_digit_model_val_seed=VAL_SEED, val_rows=config.val_rows,
                    val_row_seed=10_000 + config.seed),
-        parameters=sum(p.numel() for p in model.parameters()), train_seconds=round(train_seconds, 1),
+        parameters=sum(p.numel() for p in model.parameters()),
+        trained_parameters=sum(p.numel() for p in trained), train_seconds=round(train_seconds, 1),
         threads=torch.get_num_threads(), command=config.command,
         metrics=dict(val_string_accuracy=val_accuracy, val_rows=config.val_rows))
     if init_card is not None:
@@ -338,7 +373,7 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
                             train_seconds=init_card.get("train_seconds"),
                             val_string_accuracy=init_card.get("metrics", {}).get("val_string_accuracy"),
                             **({"init": previous} if previous else {}))
-    half = CRNN(width=config.width, hidden=config.hidden)
+    half = build_reader(dict(model.hparams))
     half.load_state_dict(model.state_dict())
     card_path = checkpoint.save(Path(out) / "reader", half.half(), card)  # fp16 weights: half the size
     return dict(checkpoint=str(card_path), val_string_accuracy=val_accuracy, train_seconds=round(train_seconds, 1),

@@ -36,24 +36,41 @@ from digitrec.errors import UsageError
 @click.option("--held-out-split", type=click.Choice(["random", "tail"]), default="random", show_default=True,
               help="Which: random (the bundled best's own --val 1000 draw), or the last N (mostly other writers; "
                    "pair with a digit model trained with --val N --val-split tail).")
+@click.option("--trunk", default=None,
+              help="Build the reader on this digit model's frozen conv trunk (a bundled name such as 'best', or "
+                   "a checkpoint card) instead of its own conv stack; --width then does not apply.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @options.data_dir
 @click.option("--out", default="runs/reader-s{seed}", show_default=True, help="Output folder.")
 @options.json_out
 def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, init, digit_augment, digit_copies,
-                 held_out, held_out_split, threads, data_dir, out, json_out) -> None:
+                 held_out, held_out_split, trunk, threads, data_dir, out, json_out) -> None:
     """Train the multi-digit row reader on composed rows; write OUT/reader.safetensors + reader.json."""
     from digitrec.reader import Reader
     from digitrec.reader_training import DIGIT_AUGMENTATIONS, ReaderConfig
     from digitrec.reader_training import train_reader as run
 
+    if trunk is not None and width is not None:
+        raise UsageError("--width does not apply with --trunk (the trunk's channels are the digit model's)")
     if init is not None:
+        if trunk is not None:
+            raise UsageError("--trunk and --init: a reader started with --init keeps its own trunk")
         start = Reader.load_card_path(init)
         hparams = Reader.load_single(start).model.hparams  # CheckpointError (one line) when it is not a reader
         for name, value in (("width", width), ("hidden", hidden)):
-            if value is not None and value != hparams[name]:
-                raise UsageError(f"--{name} {value} differs from the --init reader's {name} {hparams[name]}")
-        width, hidden, init = hparams["width"], hparams["hidden"], str(start)
+            if value is not None and value != hparams.get(name):
+                raise UsageError(f"--{name} {value} differs from the --init reader's {name} {hparams.get(name)}")
+        width, hidden, init = hparams.get("width", width), hparams["hidden"], str(start)
+    elif trunk is not None:
+        from digitrec import checkpoint
+
+        try:
+            loaded = checkpoint.bundled(trunk) if "/" not in trunk and not trunk.endswith(".json") \
+                else checkpoint.load(trunk)
+        except FileNotFoundError as exc:
+            raise UsageError(f"--trunk {trunk}: {exc}") from None
+        if "members" in loaded.card:
+            raise UsageError(f"--trunk {trunk}: an ensemble has no single trunk; name one network")
 
     spec = options.parse_augment(digit_augment, "--digit-augment") or {}
     unknown = sorted(set(spec) - set(DIGIT_AUGMENTATIONS))
@@ -65,7 +82,7 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
     given = dict(steps=steps, rows=rows, val_rows=val_rows, batch=batch_size, lr=lr, width=width, hidden=hidden)
     command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
     config = ReaderConfig(seed=seed, threads=threads, command=command, init=init, digit_augment=spec,
-                          digit_copies=digit_copies, held_out=held_out, held_out_split=held_out_split,
+                          digit_copies=digit_copies, held_out=held_out, held_out_split=held_out_split, trunk=trunk,
                           **{k: v for k, v in given.items() if v is not None})
     def log(msg: str) -> None:
         print(msg, file=sys.stderr if json_out else sys.stdout, flush=True)
