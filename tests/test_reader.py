@@ -327,3 +327,22 @@ def test_train_reader_bad_trunk(tmp_path):
                           "--width", code=2)
     assert_one_line_error(run_cli("train-reader", "--trunk", "best", "--init", str(Reader.bundled_card()),
                                   "--out", str(tmp_path)), "--init", code=2)
+
+
+def test_tune_trunk_trains_the_trunk_and_needs_one(tmp_path):
+    """--tune-trunk S moves the trunk's weights (they are frozen without it) and is recorded; without a
+    trunk it is a one-line usage error."""
+    import torch
+
+    from digitrec import checkpoint
+    from digitrec.cli import main
+
+    out = tmp_path / "tuned"
+    assert main(["train-reader", "--trunk", "best", "--tune-trunk", "0.5", "--hidden", "16", "--steps", "3",
+                 "--rows", "64", "--val-rows", "8", "--batch-size", "16", "--lr", "0.01", "--out", str(out)]) == 0
+    card = json.loads((out / "reader.json").read_text())
+    assert card["recipe"]["tune_trunk"] == 0.5 and card["trained_parameters"] == card["parameters"]
+    first_conv = list(checkpoint.bundled("best").model.children())[1].weight
+    assert not torch.allclose(Reader.load(out).model.trunk[1].weight.float(), first_conv, atol=1e-3)
+    assert_one_line_error(run_cli("train-reader", "--tune-trunk", "0.1", "--out", str(tmp_path)), "--tune-trunk",
+                          code=2)

@@ -123,7 +123,9 @@ class TrunkReader(nn.Module):
     writers' rows (they learnt the training writers' rows; docs/experiments.md), and it has no cuts to
     get wrong. Its trunk's local features, computed across the line, give a reader that errs the way
     the digit model does, not as the CRNNs do. Frozen, so a training step costs the trunk's forward
-    pass only and the features stay those learnt from the augmented single digits. The line is scaled
+    pass only and the features stay those learnt from the augmented single digits (`train-reader
+    --tune-trunk S` trains the trunk too, at S times the learning rate, its BatchNorm statistics kept as
+    the digit model's). The line is scaled
     by TRUNK_SCALE first, so its ink is MNIST's 20 px tall, as the trunk learnt it."""
 
     def __init__(self, trunk: str = "best", trunk_arch: dict[str, Any] | None = None, hidden: int = 96):
@@ -151,7 +153,8 @@ class TrunkReader(nn.Module):
                               mode="bilinear", antialias=True, align_corners=False)
         # 27 rows -> 28: one on top puts the ink in rows 4-24, where MNIST's 20 px digits sit
         small = F.pad(small, (0, -small.shape[-1] % MULTIPLE, 1, 28 - 1 - small.shape[-2]))
-        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=x.device.type == "cpu"):
+        tuned = torch.is_grad_enabled() and any(p.requires_grad for p in self.trunk.parameters())  # --tune-trunk
+        with torch.set_grad_enabled(tuned), torch.autocast("cpu", torch.bfloat16, enabled=x.device.type == "cpu"):
             f = self.trunk(small.contiguous(memory_format=torch.channels_last))  # [B, C, 7, W'/4]
         f = f.float().flatten(1, 2).transpose(1, 2)                             # [B, W'/4, 7C]
         h_seq, _ = self.rnn(torch.relu(self.project(f)))

@@ -253,6 +253,7 @@ class ReaderConfig:
     held_out: int = VAL_DIGITS  # training digits kept out of the rows, for validation rows
     held_out_split: str = "random"  # which: "random" (best's --val 1000 draw) or "tail" (mostly other writers)
     trunk: str | None = None  # a digit model (bundled name or card) whose frozen trunk the reader is built on
+    tune_trunk: float = 0.0  # with trunk: train the trunk too, at this multiple of lr (0: frozen)
 
 
 def _print(msg: str) -> None:
@@ -311,10 +312,14 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
     else:
         model = build_reader(dict(width=config.width, hidden=config.hidden))
     model.to(memory_format=torch.channels_last)
-    trained = [p for p in model.parameters() if p.requires_grad]  # a TrunkReader's trunk stays frozen
-    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps,
-                                                   pct_start=0.1)
+    groups = [dict(params=[p for p in model.parameters() if p.requires_grad], lr=config.lr)]
+    if config.tune_trunk > 0 and isinstance(model, TrunkReader):  # else a TrunkReader's trunk stays frozen
+        groups.append(dict(params=list(model.trunk.requires_grad_(True).parameters()),
+                           lr=config.lr * config.tune_trunk))
+    trained = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
+                                                   total_steps=config.steps, pct_start=0.1)
     ctc = torch.nn.CTCLoss(blank=BLANK, zero_infinity=True)
     gen = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -357,7 +362,8 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
                     line=dict(height=LINE_HEIGHT, stride=STRIDE),
                     **(dict(digit_augment=config.digit_augment, digit_copies=config.digit_copies)
                        if config.digit_augment else {}),
-                    **(dict(trunk=trunk_source) if trunk_source else {})),
+                    **(dict(trunk=trunk_source) if trunk_source else {}),
+                    **(dict(tune_trunk=config.tune_trunk) if config.tune_trunk else {})),
         dataset="mnist", data_sha256=dict(train.sha256), seed=config.seed,
         split=dict(held_out_training_digits=config.held_out, held_out_split=config.held_out_split,
                    as_digit_model_val_seed=VAL_SEED, val_rows=config.val_rows,

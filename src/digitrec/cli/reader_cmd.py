@@ -39,12 +39,15 @@ from digitrec.errors import UsageError
 @click.option("--trunk", default=None,
               help="Build the reader on this digit model's frozen conv trunk (a bundled name such as 'best', or "
                    "a checkpoint card) instead of its own conv stack; --width then does not apply.")
+@click.option("--tune-trunk", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --trunk (or --init of a trunk reader): train the trunk too, at this multiple of --lr "
+                   "(0 keeps it frozen).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @options.data_dir
 @click.option("--out", default="runs/reader-s{seed}", show_default=True, help="Output folder.")
 @options.json_out
 def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, init, digit_augment, digit_copies,
-                 held_out, held_out_split, trunk, threads, data_dir, out, json_out) -> None:
+                 held_out, held_out_split, trunk, tune_trunk, threads, data_dir, out, json_out) -> None:
     """Train the multi-digit row reader on composed rows; write OUT/reader.safetensors + reader.json."""
     from digitrec.reader import Reader
     from digitrec.reader_training import DIGIT_AUGMENTATIONS, ReaderConfig
@@ -52,6 +55,7 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
 
     if trunk is not None and width is not None:
         raise UsageError("--width does not apply with --trunk (the trunk's channels are the digit model's)")
+    hparams: dict = {}
     if init is not None:
         if trunk is not None:
             raise UsageError("--trunk and --init: a reader started with --init keeps its own trunk")
@@ -72,6 +76,8 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
         if "members" in loaded.card:
             raise UsageError(f"--trunk {trunk}: an ensemble has no single trunk; name one network")
 
+    if tune_trunk and trunk is None and (init is None or "trunk" not in hparams):
+        raise UsageError("--tune-trunk needs --trunk (or --init of a reader built with --trunk)")
     spec = options.parse_augment(digit_augment, "--digit-augment") or {}
     unknown = sorted(set(spec) - set(DIGIT_AUGMENTATIONS))
     if unknown:
@@ -83,6 +89,7 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
     command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
     config = ReaderConfig(seed=seed, threads=threads, command=command, init=init, digit_augment=spec,
                           digit_copies=digit_copies, held_out=held_out, held_out_split=held_out_split, trunk=trunk,
+                          tune_trunk=tune_trunk,
                           **{k: v for k, v in given.items() if v is not None})
     def log(msg: str) -> None:
         print(msg, file=sys.stderr if json_out else sys.stdout, flush=True)
