@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from digitrec import checkpoint
 from digitrec.augment import AUGMENTATIONS, augment_batch
 from digitrec.data import load_dataset
+from digitrec.errors import UsageError
 from digitrec.reader import (
     BLANK,
     LINE_HEIGHT,
@@ -260,13 +261,20 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _trunk_reader(trunk: str, hidden: int) -> tuple[TrunkReader, dict[str, Any]]:
-    """A TrunkReader on the frozen trunk of digit model `trunk` (a bundled name, or a card or its folder),
-    and what the card records of where the trunk came from."""
+def load_trunk(trunk: str) -> checkpoint.Checkpoint:
+    """The digit model `--trunk` names: a bundled name (`best`), or a card or its folder. Raises
+    CheckpointError when it cannot be read, UsageError for an ensemble (it has no single trunk)."""
     named = os.sep not in trunk and "/" not in trunk and not trunk.endswith(".json")
     loaded = checkpoint.bundled(trunk) if named else checkpoint.load(trunk)
     if "members" in loaded.card:
-        raise ValueError(f"--trunk {trunk}: an ensemble has no single trunk; name one network")
+        raise UsageError(f"--trunk {trunk}: an ensemble has no single trunk; name one network")
+    return loaded
+
+
+def _trunk_reader(trunk: str, hidden: int) -> tuple[TrunkReader, dict[str, Any]]:
+    """A TrunkReader on the frozen trunk of digit model `trunk` (`load_trunk`), and what the card records
+    of where the trunk came from."""
+    loaded = load_trunk(trunk)
     model = TrunkReader(loaded.card["model"], dict(loaded.card.get("hparams", {})), hidden)
     layers = list(loaded.model.children())[:len(model.trunk)]
     model.trunk.load_state_dict(torch.nn.Sequential(*layers).state_dict())

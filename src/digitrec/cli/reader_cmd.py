@@ -50,7 +50,7 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
                  held_out, held_out_split, trunk, tune_trunk, threads, data_dir, out, json_out) -> None:
     """Train the multi-digit row reader on composed rows; write OUT/reader.safetensors + reader.json."""
     from digitrec.reader import Reader
-    from digitrec.reader_training import DIGIT_AUGMENTATIONS, ReaderConfig
+    from digitrec.reader_training import DIGIT_AUGMENTATIONS, ReaderConfig, load_trunk
     from digitrec.reader_training import train_reader as run
 
     if trunk is not None and width is not None:
@@ -66,15 +66,7 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
                 raise UsageError(f"--{name} {value} differs from the --init reader's {name} {hparams.get(name)}")
         width, hidden, init = hparams.get("width", width), hparams["hidden"], str(start)
     elif trunk is not None:
-        from digitrec import checkpoint
-
-        try:
-            loaded = checkpoint.bundled(trunk) if "/" not in trunk and not trunk.endswith(".json") \
-                else checkpoint.load(trunk)
-        except FileNotFoundError as exc:
-            raise UsageError(f"--trunk {trunk}: {exc}") from None
-        if "members" in loaded.card:
-            raise UsageError(f"--trunk {trunk}: an ensemble has no single trunk; name one network")
+        load_trunk(trunk)  # a missing or unsuitable digit model: one line, before rows are composed
 
     if tune_trunk and trunk is None and (init is None or "trunk" not in hparams):
         raise UsageError("--tune-trunk needs --trunk (or --init of a reader built with --trunk)")
