@@ -325,6 +325,8 @@ def test_train_reader_bad_trunk(tmp_path):
                           code=2)
     assert_one_line_error(run_cli("train-reader", "--trunk", str(tmp_path / "no.json"), "--out", str(tmp_path)),
                           "no.json", code=1)
+    assert_one_line_error(run_cli("train-reader", "--trunk", str(Reader.bundled_card()), "--out", str(tmp_path)),
+                          "--trunk", code=2)
     assert_one_line_error(run_cli("train-reader", "--trunk", "best", "--width", "8", "--out", str(tmp_path)),
                           "--width", code=2)
     assert_one_line_error(run_cli("train-reader", "--trunk", "best", "--init", str(Reader.bundled_card()),

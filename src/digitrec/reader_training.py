@@ -265,7 +265,10 @@ def load_trunk(trunk: str) -> checkpoint.Checkpoint:
     """The digit model `--trunk` names: a bundled name (`best`), or a card or its folder. Raises
     CheckpointError when it cannot be read, UsageError for an ensemble (it has no single trunk)."""
     named = os.sep not in trunk and "/" not in trunk and not trunk.endswith(".json")
-    loaded = checkpoint.bundled(trunk) if named else checkpoint.load(trunk)
+    try:
+        loaded = checkpoint.bundled(trunk) if named else checkpoint.load(trunk)
+    except UsageError as exc:  # a card of another kind (a reader's): name the option
+        raise UsageError(f"--trunk {trunk}: not a digit model ({exc})") from None
     if "members" in loaded.card:
         raise UsageError(f"--trunk {trunk}: an ensemble has no single trunk; name one network")
     return loaded
