@@ -8,10 +8,13 @@ validation each epoch, resumable state each epoch, and DDP when launched by torc
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
 import math
 import os
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,7 @@ class TrainConfig:
     command: str = ""
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # architecture knobs, e.g. width=48
     teacher: str | None = None        # distil from this checkpoint or bundled model name (e.g. "ensemble")
+    extra_digits: str | None = None   # .npz of more labelled 28x28 digits (images, labels) to train on too
     # Recipe overrides; None means "the model's recipe value" (see models.MODELS).
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -88,6 +92,30 @@ def resolve_recipe(config: TrainConfig) -> dict[str, Any]:
             raise UsageError("--distill must be in (0, 1] and --distill-temperature positive, got "
                              f"{recipe['distill']} and {recipe['distill_temperature']}")
     return recipe
+
+
+def load_extra_digits(path: str | os.PathLike, classes: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """More labelled training digits from an .npz (`images` uint8 [N, 28, 28], ink bright as in MNIST;
+    `labels` [N] in 0..classes-1), e.g. handwriting-font digits from `tools/handwriting_fonts.py digits`;
+    and the file's sha256, for the card. Any problem is one UsageError naming the file."""
+    name = f"--extra-digits {path}"
+    try:
+        raw = Path(path).read_bytes()
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            images, labels = np.asarray(npz["images"]), np.asarray(npz["labels"])
+    except FileNotFoundError:
+        raise UsageError(f"{name}: no such file") from None
+    except KeyError as exc:
+        raise UsageError(f"{name}: no {exc} array (expected 'images' and 'labels')") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"{name}: not a readable .npz ({exc})") from None
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise UsageError(f"{name}: 'images' must be uint8 [N, 28, 28], not {images.dtype} {list(images.shape)}")
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise UsageError(f"{name}: 'labels' must be {len(images)} integers, not {labels.dtype} {list(labels.shape)}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise UsageError(f"{name}: labels must lie in 0..{classes - 1}")
+    return images, labels.astype(np.int64), hashlib.sha256(raw).hexdigest()
 
 
 def load_teacher(name: str, dataset: str, classes: int) -> checkpoint.Checkpoint:
@@ -270,6 +298,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     classes = len(train_data.classes)
     teacher = load_teacher(config.teacher, config.dataset, classes) if config.teacher else None
     teacher_info = _teacher_record(config.teacher, teacher) if teacher is not None else None
+    extra_info = None
+    if config.extra_digits:
+        # Appended to the training images only: validation, temperature and test stay the dataset's own.
+        extra_images, extra_labels, extra_sha = load_extra_digits(config.extra_digits, classes)
+        x_train = torch.cat([x_train, torch.from_numpy(extra_images).unsqueeze(1).to(device)])
+        y_train = torch.cat([y_train, torch.from_numpy(extra_labels).to(device)])
+        n_train = len(y_train)
+        extra_info = dict(path=str(config.extra_digits), sha256=extra_sha, n=len(extra_labels))
 
     # --- model and optimiser (the clock starts here: IDX reading excluded) -----------------------
     t0 = time.perf_counter()
@@ -303,6 +339,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
         # validation images are not among them, so validation stays unseen.
         teacher_logits = predict_logits(teacher.model.to(device), train_data.images[train_idx], device=device)
         teacher_log_probs = (torch.from_numpy(teacher_logits).float().to(device) / teacher.temperature).log_softmax(1)
+        if extra_info is not None:
+            # The extra digits' soft labels are their own labels, smoothed as the hard loss smooths them, not
+            # the teacher's reading: they are there to teach what the teacher gets wrong (a flagged 1 is no 7).
+            eps = max(float(recipe.get("label_smoothing", 0.0)), 0.01)
+            own = torch.full((n_train - len(teacher_log_probs), classes), eps / classes, device=device)
+            own[torch.arange(len(own), device=device), y_train[len(teacher_log_probs):]] += 1 - eps
+            teacher_log_probs = torch.cat([teacher_log_probs, own.log()])
         del teacher, teacher_logits
     distill = float(recipe.get("distill", 0.0))
     tau = float(recipe.get("distill_temperature", 1.0))
@@ -436,6 +479,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                          per_class=metrics["per_class"]),
             history=history, config={k: v for k, v in asdict(config).items() if k != "overrides"},
             **(dict(teacher=teacher_info) if teacher_info else {}),
+            **(dict(extra_digits=extra_info) if extra_info else {}),
         )
         card_path = checkpoint.save(out_stem, final, card)
         resume_path.unlink(missing_ok=True)

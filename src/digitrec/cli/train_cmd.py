@@ -49,6 +49,9 @@ def _parse_arch(text: str | None) -> dict[str, int | float]:
 @click.option("--teacher", default=None,
               help="Distil from this checkpoint or bundled model (e.g. 'ensemble'): the student also learns "
                    "the teacher's soft labels.")
+@click.option("--extra-digits", type=click.Path(dir_okay=False), default=None,
+              help="Train on these labelled 28x28 digits too: an .npz with 'images' (uint8 [N, 28, 28], ink "
+                   "bright) and 'labels', e.g. from `python tools/handwriting_fonts.py digits`.")
 @click.option("--distill", type=float, default=None, help="With --teacher: weight of the soft labels (0.5).")
 @click.option("--distill-temperature", type=float, default=None,
               help="With --teacher: softening temperature of both outputs (4.0).")
@@ -64,9 +67,9 @@ def _parse_arch(text: str | None) -> dict[str, int | float]:
               help="Log scalars and sample images to this folder (needs digitrec[tensorboard]).")
 @options.json_out
 @click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
-def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment, arch, ensemble, tta, teacher, distill,
-          distill_temperature, device, threads, cuda_graphs, data_dir, offline, out, resume, tensorboard, json_out,
-          progress) -> None:
+def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment, arch, ensemble, tta, teacher,
+          extra_digits, distill, distill_temperature, device, threads, cuda_graphs, data_dir, offline, out, resume,
+          tensorboard, json_out, progress) -> None:
     """Train a model, evaluate it on the test set and save a checkpoint."""
     from digitrec.training import TrainConfig, end_distributed
     from digitrec.training import train as run_training
@@ -83,7 +86,8 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
                              out=member_out, data_dir=data_dir, offline=offline,
                              resume=resume, threads=threads, tta=tta, progress=progress, tensorboard=tensorboard,
                              command=command, overrides=overrides, cuda_graphs=cuda_graphs,
-                             model_kwargs=model_kwargs, teacher=teacher)
+                             model_kwargs=model_kwargs, teacher=teacher,
+                             extra_digits=extra_digits)
         result = run_training(config)
         if not result:  # a non-zero DDP rank
             end_distributed()
