@@ -10,6 +10,7 @@ test-set figures come from `user_like_accuracy.py`.
     python benchmarks/reader_validation.py --pools --rows 1000 --methods reader,fused
     python benchmarks/reader_validation.py --rows 1000 --reader TAIL_READER --checkpoint TAIL_MODEL
     python benchmarks/reader_validation.py --pool uci --rows 1000 --methods fused --fuse-weights 0.5/1,1/2
+    python benchmarks/reader_validation.py --pool fonts --rows 1000 --methods fused
 
 `--splits` answers "does the reader generalise to new writers?": the main reader's greedy reading (no
 test-time augmentation) of rows composed the same way from three pools of digits: the training digits
@@ -24,11 +25,16 @@ trusted, never a choice.
 `real_handwriting.py`), each first normalised to 28x28 as `predict` would: neither the digit model nor
 the readers learnt from these writers, so this pool can rank choices, such as the fusion weights, that
 trade the readers' knowledge of MNIST's writers against the digit model's (needs scikit-learn).
+
+`--pool fonts` composes them from the held-out handwriting fonts' digits (`benchmarks/handwriting_fonts.py`:
+pen-written digits of hands outside MNIST that no model trained with `--extra-digits` saw; 8 draws of each
+digit of each font, normalised by `preprocess.to_mnist`; run `python tools/handwriting_fonts.py fetch` first).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -107,6 +113,19 @@ def uci_pool() -> tuple[np.ndarray, np.ndarray]:
     return np.stack([np.round(p.image * 255).astype(np.uint8) for p in prepared]), labels
 
 
+def fonts_pool() -> tuple[np.ndarray, np.ndarray]:
+    """The held-out handwriting fonts' digits as MNIST-like uint8 [N, 28, 28] (see handwriting_fonts.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from handwriting_fonts import font_files, font_pool, held_out, mnist_like
+
+    fonts = font_files()
+    unseen = [f for f, held in zip(fonts, held_out(fonts), strict=True) if held]
+    if not unseen:
+        raise UsageError("--pool fonts: no handwriting fonts found; run `python tools/handwriting_fonts.py fetch`")
+    pages, labels, _ = font_pool(unseen, per_glyph=8, seed=0)
+    return mnist_like(pages), labels
+
+
 def _misread_alone(rec: Recognizer, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.array([p.digit for p in rec.predict_array(images)]) != labels
 
@@ -123,9 +142,9 @@ def main() -> None:
     parser.add_argument("--methods", default="reader,fused,segment")
     parser.add_argument("--fuse-weights", default=None,
                         help="FUSE_WEIGHT[/FUSE_PER_DIGIT] values to try for fused, comma-separated")
-    parser.add_argument("--pool", choices=["held-out", "uci"], default="held-out",
-                        help="digits to compose the rows from: the reader's held-out training digits, or the "
-                             "UCI digits (writers outside MNIST)")
+    parser.add_argument("--pool", choices=["held-out", "uci", "fonts"], default="held-out",
+                        help="digits to compose the rows from: the reader's held-out training digits, the "
+                             "UCI digits or the held-out handwriting fonts' digits (writers outside MNIST)")
     parser.add_argument("--splits", action="store_true",
                         help="greedy reading of rows from training, held-out and test digits, then stop")
     parser.add_argument("--pools", action="store_true",
@@ -170,6 +189,9 @@ def main() -> None:
     if args.pool == "uci":
         images, labels = uci_pool()
         pool = "UCI digits (sklearn load_digits, normalised by preprocess.to_mnist)"
+    elif args.pool == "fonts":
+        images, labels = fonts_pool()
+        pool = "held-out handwriting fonts' digits (normalised by preprocess.to_mnist)"
     else:
         images, labels = train.images[held], train.labels[held]
         pool = f"held-out digits ({reader_card.get('split', {}).get('held_out_split', 'random')})"

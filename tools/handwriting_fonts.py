@@ -64,12 +64,12 @@ def default_dir() -> Path:
     return Path(os.environ.get("DIGITREC_FONTS") or Path(platformdirs.user_cache_dir("digitrec")) / "fonts")
 
 
-def font_files(folder: str | os.PathLike | None = None) -> list[Path]:
-    """The fonts there are, in a fixed order: the fetched npm fonts (in NPM_FONTS' order), then the
-    installed Debian ones."""
+def font_files(folder: str | os.PathLike | None = None, system: bool = True) -> list[Path]:
+    """The fonts there are, in a fixed order: the fetched npm fonts (in NPM_FONTS' order), then (with
+    `system`) the installed Debian ones."""
     folder = Path(folder) if folder else default_dir()
     npm = [folder / f"{name}.woff" for name in NPM_FONTS if (folder / f"{name}.woff").is_file()]
-    return npm + [SYSTEM_FONTS / rel for rel in DEBIAN_FONTS if (SYSTEM_FONTS / rel).is_file()]
+    return npm + ([SYSTEM_FONTS / rel for rel in DEBIAN_FONTS if (SYSTEM_FONTS / rel).is_file()] if system else [])
 
 
 def fetch_one(name: str, out: Path) -> str:
@@ -170,8 +170,8 @@ def _fetch(out: Path) -> int:
     return 1 if failed == len(NPM_FONTS) else 0
 
 
-def _digits(folder: Path, out: Path, per_glyph: int, seed: int) -> int:
-    fonts = font_files(folder)
+def _digits(folder: Path, out: Path, per_glyph: int, seed: int, system: bool) -> int:
+    fonts = font_files(folder, system)
     if not fonts:
         print(f"handwriting_fonts.py: error: no fonts in {folder}; run `python tools/handwriting_fonts.py fetch`",
               file=sys.stderr)
@@ -195,13 +195,14 @@ def main() -> None:
     digits.add_argument("--fonts", default=None, help="folder of the npm fonts")
     digits.add_argument("--per-glyph", type=int, default=24, help="draws of each font's each digit")
     digits.add_argument("--seed", type=int, default=0)
+    digits.add_argument("--no-system-fonts", action="store_true", help="leave out the installed Debian fonts")
     args = parser.parse_args()
     folder = Path(args.fonts) if args.fonts else default_dir()
     if args.command == "fetch":
         sys.exit(_fetch(folder))
     if args.per_glyph < 1:
         parser.error("--per-glyph must be at least 1")
-    sys.exit(_digits(folder, Path(args.out), args.per_glyph, args.seed))
+    sys.exit(_digits(folder, Path(args.out), args.per_glyph, args.seed, not args.no_system_fonts))
 
 
 if __name__ == "__main__":

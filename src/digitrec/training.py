@@ -102,11 +102,12 @@ def load_extra_digits(path: str | os.PathLike, classes: int) -> tuple[np.ndarray
     try:
         raw = Path(path).read_bytes()
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            missing = [key for key in ("images", "labels") if key not in npz.files]
+            if missing:
+                raise UsageError(f"{name}: no {missing[0]!r} array (expected 'images' and 'labels')")
             images, labels = np.asarray(npz["images"]), np.asarray(npz["labels"])
     except FileNotFoundError:
         raise UsageError(f"{name}: no such file") from None
-    except KeyError as exc:
-        raise UsageError(f"{name}: no {exc} array (expected 'images' and 'labels')") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UsageError(f"{name}: not a readable .npz ({exc})") from None
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
