@@ -9,19 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 from clirun import assert_one_line_error, run_cli
 
+from digitrec.data.extra import load_extra_digits
 from digitrec.errors import UsageError
-from digitrec.training import load_extra_digits
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 import handwriting_fonts  # noqa: E402
 
-DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
-needs_font = pytest.mark.skipif(not DEJAVU.is_file(), reason="needs Debian's fonts-dejavu-core")
+# A print font every install has: matplotlib (a core dependency, for reports) ships DejaVu Sans.
+DEJAVU = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 
 
 def _npz(path: Path, **arrays) -> Path:
@@ -102,7 +103,6 @@ def test_held_out_fonts_are_every_third():
     assert list(np.flatnonzero(handwriting_fonts.held_out(fonts))) == [2, 5]
 
 
-@needs_font
 def test_font_digits_vary_and_read_as_their_digit():
     """Each draw differs (a writer never draws a digit twice alike), and a plain print font's digits, drawn
     this way and normalised as `predict` does, read as themselves."""
@@ -123,7 +123,6 @@ def test_font_digits_vary_and_read_as_their_digit():
     assert (read == labels).mean() >= 0.9
 
 
-@needs_font
 def test_digits_command_writes_training_fonts_only(tmp_path):
     """`handwriting_fonts.py digits` keeps every third font out and writes what --extra-digits reads."""
     fonts = tmp_path / "fonts"

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from digitrec import checkpoint
 from digitrec.augment import AUGMENTATIONS, augment_batch
 from digitrec.data import load_dataset
+from digitrec.data.extra import load_extra_digits
 from digitrec.errors import UsageError
 from digitrec.reader import (
     BLANK,
@@ -255,6 +256,7 @@ class ReaderConfig:
     held_out_split: str = "random"  # which: "random" (best's --val 1000 draw) or "tail" (mostly other writers)
     trunk: str | None = None  # a digit model (bundled name or card) whose frozen trunk the reader is built on
     tune_trunk: float = 0.0  # with trunk: train the trunk too, at this multiple of lr (0: frozen)
+    extra_digits: str | None = None  # .npz of more labelled digits (other hands) to compose rows from too
 
 
 def _print(msg: str) -> None:
@@ -295,6 +297,13 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
     fit_idx, val_idx = validation_split(len(train.images), config.held_out, config.held_out_split)  # not seeded
     t0 = time.perf_counter()
     pool_images, pool_labels = train.images[fit_idx], train.labels[fit_idx]
+    extra_info: dict[str, Any] | None = None
+    if config.extra_digits:
+        extra_images, extra_labels, extra_sha = load_extra_digits(config.extra_digits, 10)
+        pool_images = np.concatenate([pool_images, extra_images])
+        pool_labels = np.concatenate([pool_labels, extra_labels.astype(pool_labels.dtype)])
+        extra_info = dict(path=str(config.extra_digits), sha256=extra_sha, n=len(extra_labels))
+        log(f"added {len(extra_labels)} extra digits from {config.extra_digits}")
     if config.digit_augment:
         pool_images, pool_labels = distort_digits(pool_images, pool_labels, config.digit_augment,
                                                   config.digit_copies, config.seed)
@@ -374,7 +383,8 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
                     **(dict(digit_augment=config.digit_augment, digit_copies=config.digit_copies)
                        if config.digit_augment else {}),
                     **(dict(trunk=trunk_source) if trunk_source else {}),
-                    **(dict(tune_trunk=config.tune_trunk) if config.tune_trunk else {})),
+                    **(dict(tune_trunk=config.tune_trunk) if config.tune_trunk else {}),
+                    **(dict(extra_digits=extra_info) if extra_info else {})),
         dataset="mnist", data_sha256=dict(train.sha256), seed=config.seed,
         split=dict(held_out_training_digits=config.held_out, held_out_split=config.held_out_split,
                    as_digit_model_val_seed=VAL_SEED, val_rows=config.val_rows,

@@ -31,6 +31,9 @@ from digitrec.errors import UsageError
                    "(the names of `train --augment`; default: none).")
 @click.option("--digit-copies", type=click.IntRange(min=1), default=1, show_default=True,
               help="Distorted versions of each training digit (with --digit-augment).")
+@click.option("--extra-digits", type=click.Path(dir_okay=False), default=None,
+              help="Compose rows from these labelled 28x28 digits too (an .npz as `train --extra-digits` takes, "
+                   "e.g. from `python tools/handwriting_fonts.py digits`); distorted like the rest.")
 @click.option("--held-out", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Training digits kept out of the training rows, for the validation rows.")
 @click.option("--held-out-split", type=click.Choice(["random", "tail"]), default="random", show_default=True,
@@ -47,7 +50,7 @@ from digitrec.errors import UsageError
 @click.option("--out", default="runs/reader-s{seed}", show_default=True, help="Output folder.")
 @options.json_out
 def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, init, digit_augment, digit_copies,
-                 held_out, held_out_split, trunk, tune_trunk, threads, data_dir, out, json_out) -> None:
+                 extra_digits, held_out, held_out_split, trunk, tune_trunk, threads, data_dir, out, json_out) -> None:
     """Train the multi-digit row reader on composed rows; write OUT/reader.safetensors + reader.json."""
     from digitrec.reader import Reader
     from digitrec.reader_training import DIGIT_AUGMENTATIONS, ReaderConfig, load_trunk
@@ -77,11 +80,14 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
                          + ", ".join(DIGIT_AUGMENTATIONS))
     if digit_copies > 1 and not spec:
         raise UsageError("--digit-copies needs --digit-augment (copies of undistorted digits add nothing)")
+    if extra_digits is not None:
+        from digitrec.data.extra import load_extra_digits
+        load_extra_digits(extra_digits, 10)  # a missing or malformed file: one line, before rows are composed
     given = dict(steps=steps, rows=rows, val_rows=val_rows, batch=batch_size, lr=lr, width=width, hidden=hidden)
     command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
     config = ReaderConfig(seed=seed, threads=threads, command=command, init=init, digit_augment=spec,
                           digit_copies=digit_copies, held_out=held_out, held_out_split=held_out_split, trunk=trunk,
-                          tune_trunk=tune_trunk,
+                          tune_trunk=tune_trunk, extra_digits=extra_digits,
                           **{k: v for k, v in given.items() if v is not None})
     def log(msg: str) -> None:
         print(msg, file=sys.stderr if json_out else sys.stdout, flush=True)
