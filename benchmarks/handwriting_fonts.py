@@ -48,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="bundled model (default: the Recognizer's default)")
     parser.add_argument("--checkpoint", default=None)
-    parser.add_argument("--fonts", default=None, help="font folder (default: tools/fetch_handwriting_fonts.py's)")
+    parser.add_argument("--fonts", default=None, help="font folder (default: tools/handwriting_fonts.py fetch's)")
     parser.add_argument("--per-glyph", type=int, default=8, help="draws of each font's each digit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worst", type=int, default=10, help="fonts to list, the worst read first")

@@ -143,3 +143,35 @@ def test_digits_command_writes_training_fonts_only(tmp_path):
     empty = subprocess.run([*tool, str(tmp_path / "none.npz"), "--fonts", str(tmp_path / "nothing"),
                             "--no-system-fonts"], capture_output=True, text=True, timeout=300)
     assert empty.returncode != 0 and "no fonts" in empty.stderr and not (tmp_path / "none.npz").exists()
+
+
+def test_train_reader_composes_rows_from_extra_digits_too(tmp_path, monkeypatch):
+    """`train-reader --extra-digits`: the rows are composed from the training digits plus the extra ones
+    (the pool handed to the row composer grows by their count) and the card records them."""
+    import digitrec.reader_training as reader_training
+    from digitrec.cli import main
+
+    pools: list[int] = []
+    compose = reader_training.make_rows
+
+    def recording_make_rows(images, labels, n, seed, workers=None):
+        pools.append(len(images))
+        return compose(images, labels, n, seed=seed, workers=workers)
+
+    monkeypatch.setattr(reader_training, "make_rows", recording_make_rows)
+    extra = _npz(tmp_path / "extra.npz", **_good(50))
+    out = tmp_path / "reader"
+    code = main(["train-reader", "--steps", "2", "--rows", "32", "--val-rows", "8", "--batch-size", "16",
+                 "--extra-digits", str(extra), "--out", str(out)])
+    assert code == 0
+    assert pools[0] == 59000 + 50 and pools[1] == 1000  # training rows' pool; validation rows' (MNIST only)
+    recipe = json.loads((out / "reader.json").read_text())["recipe"]
+    assert recipe["extra_digits"]["n"] == 50 and recipe["extra_digits"]["path"] == str(extra)
+
+
+def test_train_reader_extra_digits_bad_file_is_one_line_error(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((3, 28, 28), np.uint8), labels=np.array([1, 2, 12]))
+    proc = run_cli("train-reader", "--steps", "2", "--extra-digits", str(bad), "--out", str(tmp_path / "r"))
+    assert_one_line_error(proc, "--extra-digits", "bad.npz", "0..9")
+    assert not (tmp_path / "r" / "reader.json").exists()
