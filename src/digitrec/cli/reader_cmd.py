@@ -80,9 +80,6 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
                          + ", ".join(DIGIT_AUGMENTATIONS))
     if digit_copies > 1 and not spec:
         raise UsageError("--digit-copies needs --digit-augment (copies of undistorted digits add nothing)")
-    if extra_digits is not None:
-        from digitrec.data.extra import load_extra_digits
-        load_extra_digits(extra_digits, 10)  # a missing or malformed file: one line, before rows are composed
     given = dict(steps=steps, rows=rows, val_rows=val_rows, batch=batch_size, lr=lr, width=width, hidden=hidden)
     command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
     config = ReaderConfig(seed=seed, threads=threads, command=command, init=init, digit_augment=spec,
