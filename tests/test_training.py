@@ -17,7 +17,7 @@ import pytest
 import torch
 from clirun import assert_one_line_error, run_cli
 
-from digitrec.augment import augment_batch, random_ink, tta_views
+from digitrec.augment import augment_batch, random_flag, random_ink, tta_views
 from digitrec.errors import UsageError
 from digitrec.metrics import expected_calibration_error, fit_temperature, nll, softmax, summarize
 from digitrec.models import FlattenHWC, build_model
@@ -86,6 +86,40 @@ def test_ink_leaves_the_rest_of_the_batch_and_blank_images():
     assert torch.equal(out[5:], x[5:])  # only round(p * n) images (the first ones of a shuffled batch)
     assert not torch.equal(out[1:5], x[1:5])
     assert torch.equal(random_ink(x, None, p=0.0), x)
+
+
+def test_flag_draws_a_flag_on_ones_only():
+    # Bars labelled 1 get ink up and to the left of the bar's top (the flag goes down to the left from
+    # there); other labels, blank images and p=0 are left alone; the same generator draws the same flags.
+    x = _digit_batch(8)
+    x[3] = 0.0
+    labels = torch.tensor([1, 1, 1, 1, 7, 1, 4, 1])
+    out = random_flag(x, labels, torch.Generator().manual_seed(0), p=1.0)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert (out >= x).all()  # ink is only added
+    for i in (0, 1, 2, 5, 7):
+        added = out[i, 0] - x[i, 0]
+        assert added[:, :12].sum() > 2.0  # left of the bar (columns 12-15)
+        assert added[:5].sum() == 0  # nothing above the bar's top (row 6), but a pen's half width
+        assert added[6:12, :12].sum() > 0.5 * added[:, :12].sum() or added[20:, :12].sum() > 0  # flag or foot
+    for i in (3, 4, 6):
+        assert torch.equal(out[i], x[i])
+    again = random_flag(x, labels, torch.Generator().manual_seed(0), p=1.0)
+    assert torch.equal(out, again)
+    assert torch.equal(random_flag(x, labels, torch.Generator().manual_seed(0), p=0.0), x)
+
+
+def test_flag_needs_labels_and_leaves_other_recipes_unchanged():
+    x = _digit_batch()
+    with pytest.raises(ValueError, match="labels"):
+        augment_batch(x, dict(flag=0.5))
+    # A recipe without `flag` draws the same random numbers with or without labels: old commands reproduce.
+    spec = dict(rotate=10, elastic=0.3, ink=0.5)
+    labels = torch.ones(16, dtype=torch.long)
+    assert torch.equal(augment_batch(x, spec, torch.Generator().manual_seed(3)),
+                       augment_batch(x, spec, torch.Generator().manual_seed(3), labels))
+    flagged = augment_batch(x, dict(flag=1.0), torch.Generator().manual_seed(3), labels)
+    assert (flagged.sum((1, 2, 3)) > x.sum((1, 2, 3)) + 2).all()
 
 
 def test_unknown_augmentation_rejected():

@@ -162,7 +162,8 @@ def distort_digits(images: np.ndarray, labels: np.ndarray, spec: dict[str, float
     for c in range(copies):
         for i in range(0, len(images), batch):
             x = torch.from_numpy(images[i:i + batch]).float().div_(255).unsqueeze(1)
-            y = augment_batch(x, spec, gen).squeeze(1).mul_(255).round_().clamp_(0, 255)
+            y = augment_batch(x, spec, gen, torch.from_numpy(labels[i:i + batch]))
+            y = y.squeeze(1).mul_(255).round_().clamp_(0, 255)
             out[c * len(images) + i:c * len(images) + i + len(x)] = y.to(torch.uint8).numpy()
     keep = out.reshape(len(out), -1).max(axis=1) > 0  # a digit warped out of its box would make an empty piece
     return out[keep], np.tile(labels, copies)[keep]

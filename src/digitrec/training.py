@@ -365,7 +365,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         x = x_train[idx].float().div_(255)
         y = y_train[idx]
         if augment:
-            x = augment_batch(x, augment, aug_gen)
+            x = augment_batch(x, augment, aug_gen, y)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # bf16 autocast: 2x faster convolutions on CPUs with AVX512-BF16 and on GPUs; weights stay fp32.
