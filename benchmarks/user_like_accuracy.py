@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--method", default="auto", choices=["auto", "reader", "fused", "segment"],
                         help="read_number's method for the composed numbers (auto: fused when a reader is bundled)")
+    parser.add_argument("--add-effect", action="append", default=[], choices=["box", "ruled", "frame"],
+                        help="draw this effect on every digit that is not a canvas export (repeatable)")
     parser.add_argument("--digits", choices=["test", "held-out"], default="test",
                         help="render MNIST's test digits (final figures) or the held-out training digits (choosing)")
     args = parser.parse_args()
@@ -57,7 +59,7 @@ def main() -> None:
         test = load_dataset("mnist", "test")
         images, labels = test.images, test.labels
     rec = Recognizer.load(args.checkpoint, model=args.model, reader=args.reader)
-    items = user_like_set(images, labels, args.n, seed=args.seed)
+    items = user_like_set(images, labels, args.n, seed=args.seed, add=tuple(args.add_effect))
     t0 = time.perf_counter()
     preds = rec.predict_many([data for data, _, _ in items], errors="return")
     seconds = time.perf_counter() - t0
@@ -91,7 +93,8 @@ def main() -> None:
             count = "too few digits" if len(read) < len(text) else "too many digits" if len(read) > len(text) else ""
             causes[f"{count or 'right count, misread'}{' (touching pair in row)' if touching else ''}"] += 1
 
-    result = dict(model=rec.name, digits=args.digits, method=args.method, n=args.n, seed=args.seed,
+    result = dict(model=rec.name, digits=args.digits, added_effects=args.add_effect, method=args.method,
+                  n=args.n, seed=args.seed,
                   accuracy=float(correct.mean()),
                   images_per_second=args.n / seconds,
                   per_style={k: dict(n=len(v), accuracy=float(np.mean(v))) for k, v in sorted(per_style.items())},
@@ -102,7 +105,8 @@ def main() -> None:
                   rows_holding_one_misread=hard_rows_misread,
                   other_rows_misread=args.numbers - strings_ok - hard_rows_misread)
     print(f"model: {rec.name}; digits: {'MNIST test' if args.digits == 'test' else 'held-out training'}")
-    print(f"user-like single digits: {100 * result['accuracy']:.2f} % of {args.n} (seed {args.seed})")
+    added = "".join(f" +{e}" for e in args.add_effect)
+    print(f"user-like single digits{added}: {100 * result['accuracy']:.2f} % of {args.n} (seed {args.seed})")
     if args.numbers:  # --numbers 0: single digits only
         print(f"composed numbers (4-10 digits, --multi): {100 * result['number_accuracy']:.2f} % whole-string "
               f"of {args.numbers}")

@@ -440,6 +440,111 @@ def _long_lines(mask: np.ndarray) -> np.ndarray:
     return found
 
 
+_ROW_RUNS = np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]])  # ndi.label structure: horizontal runs only
+
+
+def _run_lengths(mask: np.ndarray) -> np.ndarray:
+    """Each pixel's horizontal run length in `mask` (0 off the mask)."""
+    runs, _ = ndi.label(mask, _ROW_RUNS)
+    return np.bincount(runs.ravel())[runs] * mask
+
+
+def _straight_runs(own: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of `own` on horizontal / vertical runs at least `share` of its width / height long, one pixel
+    of drift either way tolerated (a photo is rarely square to the page)."""
+    h, w = own.shape
+    rows = own & (_run_lengths(ndi.maximum_filter1d(own, 3, axis=0)) >= share * w)
+    cols = own & (_run_lengths(ndi.maximum_filter1d(own, 3, axis=1).T).T >= share * h)
+    return rows, cols
+
+
+@dataclass
+class _Components:
+    """Connected components of an ink mask: labels, count, boxes (x0, y0, x1, y1; row 0 unused), pixel
+    area and smoothed ink mass per label."""
+
+    labels: np.ndarray
+    count: int
+    boxes: np.ndarray
+    area: np.ndarray
+    mass: np.ndarray
+
+
+def _components(mask: np.ndarray, smooth: np.ndarray) -> _Components:
+    labels, count = ndi.label(mask, _EIGHT)
+    boxes = np.zeros((count + 1, 4), dtype=np.int64)
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        boxes[i] = sl[1].start, sl[0].start, sl[1].stop, sl[0].stop
+    flat = labels.ravel()
+    area = np.bincount(flat, minlength=count + 1)
+    mass = np.bincount(flat, weights=smooth.ravel(), minlength=count + 1)
+    return _Components(labels, count, boxes, area, mass)
+
+
+def _thin_lines(rows: np.ndarray, cols: np.ndarray) -> bool:
+    """Whether horizontal runs `rows` and vertical runs `cols` (masks over one component's bounds) are thin
+    lines for its size: a quarter of its height holds the former, a quarter of its width the latter. A
+    box's printed lines are; the sides of a small, square-cut digit (a narrow 8 at 28 px) are not."""
+    h, w = rows.shape
+    return (np.count_nonzero(rows.any(axis=1)) <= 0.25 * h and np.count_nonzero(cols.any(axis=0)) <= 0.25 * w)
+
+
+def _drawn_boxes(comp: _Components, smooth: np.ndarray, speck: float) -> np.ndarray | None:
+    """Pixels of boxes drawn around the ink, or None: a form's cell, a comb of cells, or the two or three
+    sides a tight crop of a cell leaves. Why: such a box has more ink than the digit inside it, so it would
+    be kept as the digit.
+
+    A component at least 20 px a side is a box when nearly all of it lies on straight runs at least 40 % of
+    its width or height long, both horizontal and vertical ones, thin for its size (`_thin_lines`), on at
+    most two horizontal lines (a ruled or squared page has more; `_long_lines` deals with those), and other
+    ink lies inside it. Digits are safe: a digit built of straight strokes (a 4 of three strokes, a 7 with a
+    vertical stem) has no other ink inside its own box, and a 1 or a detached bar is a single run.
+
+    A digit that touches its box is one component with it: then, if nothing else of its size is in the
+    image (two touching digits in a row can frame each other) and it is 40 px or more long, only the
+    box's sides are cut out, when
+    three or four sides of the component's bounding box are thin straight runs 90 % of that side long and
+    the ink off such runs is at least a quarter of theirs (a squared 0 has none). Two sides meeting in a
+    corner are left alone: a 7 with a straight bar and stem looks the same."""
+    labels, boxes, area, mass = comp.labels, comp.boxes, comp.area, comp.mass
+    live = area >= speck
+    live[0] = False
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    found = np.zeros(labels.shape, dtype=bool)
+    for i in np.flatnonzero(live & (widths >= 20) & (heights >= 20) & (area < 0.8 * widths * heights)):
+        x0, y0, x1, y1 = boxes[i]
+        own = labels[y0:y1, x0:x1] == i
+        inside = live & (boxes[:, 0] >= x0) & (boxes[:, 1] >= y0) & (boxes[:, 2] <= x1) & (boxes[:, 3] <= y1)
+        inside[i] = False
+        # a digit inside, not a speck: some ink (a hair-thin pen's can be little) spanning a third of the box
+        tall = inside.any() and boxes[inside, 3].max() - boxes[inside, 1].min() >= 0.3 * (y1 - y0)
+        if tall and mass[inside].sum() >= 0.03 * mass[i]:
+            rows, cols = _straight_runs(own, 0.4)
+            straight = np.count_nonzero(rows | cols)
+            if (straight >= 0.85 * np.count_nonzero(own) and np.count_nonzero(rows) >= 0.1 * straight
+                    and np.count_nonzero(cols) >= 0.1 * straight and ndi.label(rows.any(axis=1))[1] <= 2
+                    and _thin_lines(rows, cols)):
+                found[y0:y1, x0:x1] |= own
+                continue
+        # The digit touches the box: cut out the sides that run along the bounding box's edges. Only for
+        # a lone component 40 px or more long: in a row two touching digits (a 1 beside a 2) can frame each
+        # other, and at MNIST's 20 px a looped 2's curves pass for straight within a pixel of drift.
+        if max(x1 - x0, y1 - y0) < 40 or np.count_nonzero(live & (mass >= 0.2 * mass[i])) > 1:
+            continue
+        rows, cols = _straight_runs(own, 0.9)
+        band = max(3, round(0.08 * min(x1 - x0, y1 - y0)))
+        edge_y, edge_x = np.arange(y1 - y0)[:, None], np.arange(x1 - x0)[None, :]
+        sides = [rows & (edge_y < band), rows & (edge_y >= y1 - y0 - band),
+                 cols & (edge_x < band), cols & (edge_x >= x1 - x0 - band)]
+        if sum(bool(side.any()) for side in sides) < 3 or not _thin_lines(sides[0] | sides[1], sides[2] | sides[3]):
+            continue
+        cut = sides[0] | sides[1] | sides[2] | sides[3]
+        weights = smooth[y0:y1, x0:x1]
+        if weights[own & ~(rows | cols)].sum() >= 0.25 * weights[cut].sum():  # ink off the straight runs
+            found[y0:y1, x0:x1] |= cut
+    return found if found.any() else None
+
+
 def _frames(mask: np.ndarray) -> np.ndarray | None:
     """Dark photo borders (table, shadow, scanner lid), or None: ink covering over half of an image side
     is a frame. Only the band itself is returned, its depth a running median of the per-line run from the
@@ -495,17 +600,27 @@ def _ink_from_grey(grey: np.ndarray, scale: tuple[float, float]) -> InkMap:
         top = float(page.max(initial=0.0))
         threshold = max(_otsu(page, top) if top > 0 else 1.0, 4.0 * noise, 0.03)
         mask = (smooth > threshold) & ~frame
+    speck = max(3, 1e-4 * grey.size)
+    # Boxes before ruled lines (a tight crop's box sides span the image and would go as lines, leaving
+    # the other sides behind) and after (a box crossed by ruled lines is one component with them).
+    comp = _components(mask, smooth)
+    drawn = _drawn_boxes(comp, smooth, speck)
+    if drawn is not None:
+        mask &= ~drawn
     lines = _long_lines(mask)
-    mask &= ~lines
-    labels, count = ndi.label(mask, _EIGHT)
-    boxes = np.zeros((count + 1, 4), dtype=np.int64)
-    for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        boxes[i] = sl[1].start, sl[0].start, sl[1].stop, sl[0].stop
-    flat = labels.ravel()
-    area = np.bincount(flat, minlength=count + 1)
-    mass = np.bincount(flat, weights=smooth.ravel(), minlength=count + 1)
+    if lines.any():
+        mask &= ~lines
+        after = _drawn_boxes(_components(mask, smooth), smooth, speck)
+        if after is not None:
+            mask &= ~after
+            lines |= after
+    if drawn is not None:  # out of the ink, and like ruled lines kept out of a digit's fringe
+        lines |= drawn
+    if lines.any():  # the mask changed: its components did too
+        comp = _components(mask, smooth)
+    labels, count, boxes, area, mass = comp.labels, comp.count, comp.boxes, comp.area, comp.mass
     mass[0] = 0.0
-    mass[area < max(3, 1e-4 * grey.size)] = 0.0  # specks
+    mass[area < speck] = 0.0  # specks
     inked = (mass > 0)[labels]
     level = broad = 0.0
     if inked.any():

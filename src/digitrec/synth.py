@@ -4,6 +4,8 @@ A model (and `preprocess`) is judged on these instead of on MNIST itself: dark i
 paper, big and off-centre, rotated, thick or hair-thin strokes, uneven light, noise, blur, JPEG, ruled
 paper, a dark photo edge, chalk on a board, transparent canvas exports. A style is a '+'-joined string,
 a base look then effects, e.g. "paper+rotate+lighting+jpeg"; everything is drawn from the caller's rng.
+`box` (a form's cell drawn around the digit) is never drawn by `random_style`, so the fixed sets that
+the README's figures come from stay as they were; ask for it by name.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from PIL import Image
 __all__ = ["BASES", "EFFECTS", "compose_number", "random_style", "render_user_like", "user_like_set"]
 
 BASES = ("paper", "colour", "chalk", "canvas")
-EFFECTS = ("rotate", "thick", "thin", "hairline", "lighting", "noise", "blur", "jpeg", "ruled", "frame")
+EFFECTS = ("rotate", "thick", "thin", "hairline", "lighting", "noise", "blur", "jpeg", "ruled", "frame", "box")
 _STROKES = ("thick", "thin", "hairline")  # at most one of these
 _DIGITAL = ("rotate", "thick", "thin")  # the only effects a canvas export can have
 
@@ -105,6 +107,32 @@ def _ruled(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(thick / 2 + 0.5 - np.abs(pos - spacing / 2), 0.0, 1.0)
 
 
+def _box(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Coverage of a form's cell around the ink: all four sides, or the three or two (adjacent) that a
+    tight crop of the cell leaves, a margin of 5-25 % of the digit's size away from it."""
+    height, width = ink.shape
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    margin = rng.uniform(0.05, 0.25) * max(rows[-1] - rows[0], cols[-1] - cols[0])
+    top, bottom = max(rows[0] - margin, 1.0), min(rows[-1] + margin, height - 2.0)
+    left, right = max(cols[0] - margin, 1.0), min(cols[-1] + margin, width - 2.0)
+    thick = rng.uniform(1.0, 3.0) * max(1.0, max(height, width) / 400)
+    kept = rng.random()
+    sides = np.ones(4, dtype=bool)  # top, bottom, left, right
+    if kept > 0.6:
+        sides[rng.integers(4)] = False
+        if kept > 0.8:  # two adjacent sides: drop one of the other pair too
+            sides[int(rng.integers(2, 4)) if not sides[0] or not sides[1] else int(rng.integers(0, 2))] = False
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    within_x = (x >= left - thick / 2) & (x <= right + thick / 2)
+    within_y = (y >= top - thick / 2) & (y <= bottom + thick / 2)
+    out = np.zeros((height, width), dtype=np.float32)
+    for keep, dist, span in ((sides[0], np.abs(y - top), within_x), (sides[1], np.abs(y - bottom), within_x),
+                             (sides[2], np.abs(x - left), within_y), (sides[3], np.abs(x - right), within_y)):
+        if keep:
+            out = np.maximum(out, np.clip(thick / 2 + 0.5 - dist, 0.0, 1.0) * span)
+    return out
+
+
 def _frame(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """Coverage of a dark table edge entering the photo from one side."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -151,6 +179,9 @@ def render_user_like(digit: np.ndarray, rng: np.random.Generator, style: str | N
     if "ruled" in effects:
         line = _ruled(height, width, rng)[..., None]
         page = page * (1 - 0.5 * line) + np.array([0.45, 0.55, 0.85], dtype=np.float32) * 0.5 * line
+    if "box" in effects:
+        cell = _box(ink, rng)[..., None]
+        page = page * (1 - cell) + rng.uniform(0.05, 0.5) * cell
     ink3 = ink[..., None]
     page = page * (1 - ink3) + pen * ink3
     if "frame" in effects:
@@ -175,15 +206,20 @@ def encode(pixels: np.ndarray, fmt: str, quality: int = 85) -> bytes:
     return buf.getvalue()
 
 
-def user_like_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int,
+def user_like_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int, add: tuple[str, ...] = (),
                   ) -> list[tuple[bytes | np.ndarray, int, str]]:
     """A fixed set of `n` user-like images of random `images`: (PNG/JPEG/WebP bytes or pixel array,
-    label, "style:format"). Same seed, same set."""
+    label, "style:format"). Same seed, same set. `add` puts effects into every style that is not a
+    canvas export (e.g. ("box",): each digit in a form's cell); the digits are the same as without it,
+    the styles after the first such image are not (the effect takes its own random draws)."""
     rng = np.random.default_rng(seed)
     out: list[tuple[bytes | np.ndarray, int, str]] = []
     for i in rng.integers(0, len(images), n):
         style = random_style(rng)
         base, effects = _parse(style)
+        if add and base != "canvas":
+            effects |= set(add)
+            style = "+".join([base, *sorted(effects)])
         jpeg = "jpeg" in effects
         pixels = render_user_like(images[i], rng, "+".join([base, *sorted(effects - {"jpeg"})]))
         if jpeg:
