@@ -486,7 +486,7 @@ def _thin_lines(rows: np.ndarray, cols: np.ndarray) -> bool:
     lines for its size: a quarter of its height holds the former, a quarter of its width the latter. A
     box's printed lines are; the sides of a small, square-cut digit (a narrow 8 at 28 px) are not."""
     h, w = rows.shape
-    return (np.count_nonzero(rows.any(axis=1)) <= 0.25 * h and np.count_nonzero(cols.any(axis=0)) <= 0.25 * w)
+    return np.count_nonzero(rows.any(axis=1)) <= 0.25 * h and np.count_nonzero(cols.any(axis=0)) <= 0.25 * w
 
 
 def _drawn_boxes(comp: _Components, smooth: np.ndarray, speck: float) -> np.ndarray | None:
@@ -500,12 +500,11 @@ def _drawn_boxes(comp: _Components, smooth: np.ndarray, speck: float) -> np.ndar
     ink lies inside it. Digits are safe: a digit built of straight strokes (a 4 of three strokes, a 7 with a
     vertical stem) has no other ink inside its own box, and a 1 or a detached bar is a single run.
 
-    A digit that touches its box is one component with it: then, if nothing else of its size is in the
-    image (two touching digits in a row can frame each other) and it is 40 px or more long, only the
-    box's sides are cut out, when
-    three or four sides of the component's bounding box are thin straight runs 90 % of that side long and
-    the ink off such runs is at least a quarter of theirs (a squared 0 has none). Two sides meeting in a
-    corner are left alone: a 7 with a straight bar and stem looks the same."""
+    A digit that touches its box is one component with it. Then, if nothing else of its size is in the
+    image (two touching digits in a row can frame each other) and it is 40 px or more long, only the box's
+    sides are cut out: when three or four sides of the component's bounding box are thin straight runs
+    90 % of that side long, and the ink off such runs is at least a quarter of theirs (a squared 0 has
+    none). Two sides meeting in a corner are left alone: a 7 with a straight bar and stem looks the same."""
     labels, boxes, area, mass = comp.labels, comp.boxes, comp.area, comp.mass
     live = area >= speck
     live[0] = False
