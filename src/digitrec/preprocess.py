@@ -437,6 +437,31 @@ def _long_lines(mask: np.ndarray) -> np.ndarray:
                  and sl[1 - axis].stop - sl[1 - axis].start <= 0.12 * along]
         if lines:
             found |= thin & np.isin(labels, lines)
+    return found | _lines_under_ink(mask & ~found)
+
+
+def _lines_under_ink(mask: np.ndarray) -> np.ndarray:
+    """Level ruled lines the digit touches (a digit written on the line, a form's baseline), which
+    `_long_lines` keeps: touching, line and digit are one structure there. A line here is ink covering 85 %
+    of some row (give or take a row) and reaching past the rest of the ink by a tenth of the image on both
+    sides, so a digit's own bar (a tightly cropped 7's) is never one; only its thin pixels go, so a stroke
+    crossing it keeps its thick part."""
+    found = np.zeros_like(mask)
+    if max(mask.shape) < 64:
+        return found
+    for view, out in ((mask, found), (mask.T, found.T)):  # rows, then columns, of the image
+        h, w = view.shape
+        if view.mean(axis=1).max(initial=0.0) < 0.85:  # cheap: no row is mostly ink
+            continue
+        size = 2 * max(1, round(0.015 * h)) + 1  # thicker than this is a stroke, not a ruled line
+        thick = ndi.uniform_filter1d(view.astype(np.float32), size, axis=0, mode="constant") > 0.999
+        thin = view & ~ndi.maximum_filter1d(thick, size, axis=0, mode="constant")
+        level = ndi.maximum_filter1d(ndi.maximum_filter1d(view, 3, axis=0).mean(axis=1) >= 0.85, 3)
+        line = thin & level[:, None]
+        rest = np.flatnonzero((view & ~line).any(axis=0))
+        spans = np.flatnonzero(line.any(axis=0))
+        if rest.size and spans.size and spans[0] <= rest[0] - 0.1 * w and spans[-1] >= rest[-1] + 0.1 * w:
+            out |= line
     return found
 
 
