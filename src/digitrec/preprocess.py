@@ -411,6 +411,14 @@ def _paper(grey: np.ndarray, step: int) -> tuple[np.ndarray, int]:
     return level, -1 if tails[0] > tails[1] else 1
 
 
+def _thin_pixels(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Ink of `mask` that could belong to a line running along `axis` (0 vertical, 1 horizontal): away from
+    anything thicker across it than 3 % of the image, which is a pen stroke, not a ruled line."""
+    size = 2 * max(1, round(0.015 * mask.shape[1 - axis])) + 1
+    thick = ndi.uniform_filter1d(mask.astype(np.float32), size, axis=1 - axis, mode="constant") > 0.999
+    return mask & ~ndi.maximum_filter1d(thick, size, axis=1 - axis, mode="constant")
+
+
 def _long_lines(mask: np.ndarray) -> np.ndarray:
     """Pixels of ruled lines: thin (a few px) structures running across 85% of the image, tilt and the
     gaps where strokes cross them tolerated. Digit strokes are thick relative to the digit, and a thin one
@@ -427,9 +435,7 @@ def _long_lines(mask: np.ndarray) -> np.ndarray:
         pooled = pooled[:-2] | pooled[1:-1] | pooled[2:]
         if pooled.size == 0 or pooled.sum(axis=1).max() < 0.85 * along:
             continue
-        size = 2 * max(1, round(0.015 * across)) + 1  # thicker than this is not a ruled line
-        thick = ndi.uniform_filter1d(mask.astype(np.float32), size, axis=1 - axis, mode="constant") > 0.999
-        thin = mask & ~ndi.maximum_filter1d(thick, size, axis=1 - axis, mode="constant")
+        thin = _thin_pixels(mask, axis)
         bridged = ndi.maximum_filter1d(thin, max(3, along // 20), axis=axis)
         labels, count = ndi.label(bridged, _EIGHT)
         lines = [i for i, sl in enumerate(ndi.find_objects(labels), start=1)
@@ -449,13 +455,11 @@ def _lines_under_ink(mask: np.ndarray) -> np.ndarray:
     found = np.zeros_like(mask)
     if max(mask.shape) < 64:
         return found
-    for view, out in ((mask, found), (mask.T, found.T)):  # rows, then columns, of the image
-        h, w = view.shape
+    for axis, view, out in ((1, mask, found), (0, mask.T, found.T)):  # rows, then columns, of the image
+        w = view.shape[1]
         if view.mean(axis=1).max(initial=0.0) < 0.85:  # cheap: no row is mostly ink
             continue
-        size = 2 * max(1, round(0.015 * h)) + 1  # thicker than this is a stroke, not a ruled line
-        thick = ndi.uniform_filter1d(view.astype(np.float32), size, axis=0, mode="constant") > 0.999
-        thin = view & ~ndi.maximum_filter1d(thick, size, axis=0, mode="constant")
+        thin = _thin_pixels(mask, axis) if axis == 1 else _thin_pixels(mask, axis).T
         level = ndi.maximum_filter1d(ndi.maximum_filter1d(view, 3, axis=0).mean(axis=1) >= 0.85, 3)
         line = thin & level[:, None]
         rest = np.flatnonzero((view & ~line).any(axis=0))
