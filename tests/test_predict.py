@@ -60,6 +60,16 @@ def test_user_like_accuracy(rec, test_set):
     assert accuracy >= 0.97, accuracy
 
 
+@pytest.mark.parametrize("effect, floor", [("ring", 0.93), ("underline", 0.95)])
+def test_circled_and_underlined_digits(rec, test_set, effect, floor):
+    """A ring drawn round the digit, or a line under it, with the digit's pen: both used to be kept as part
+    of the digit (a ring read as 0). README's figures: 2,000 of each, `user_like_accuracy.py --add-effect`."""
+    items = user_like_set(test_set.images, test_set.labels, 150, seed=7, add=(effect,))
+    preds = rec.predict_many([data for data, _, _ in items])
+    accuracy = np.mean([p.digit == label for p, (_, label, _) in zip(preds, items, strict=True)])
+    assert accuracy >= floor, (effect, accuracy)
+
+
 def test_every_input_type_gives_the_same_answer(rec, test_set):
     rng = np.random.default_rng(0)
     pixels = render_user_like(test_set.images[0], rng, "paper")  # a 7

@@ -354,6 +354,104 @@ def test_box_property(mnist_test, index, sides, margin, thick, tone):
     assert max(_corr(s, reference) for s in _shifts(boxed)) > 0.9
 
 
+# ------------------------------------------------------------------ rings and lines drawn around digits
+
+
+def _ringed(digit: np.ndarray, grow: float = 1.3, thick: int = 4, tone: int = 30) -> np.ndarray:
+    """Dark ink on white paper, the digit circled: an ellipse `grow` times the ink's half-height and
+    half-width (at least two thirds of the half-height) from its centre. Under about 1.25 it touches the
+    digit's corners."""
+    page = _canvas(digit, 6, 60, 20)
+    rows, cols = np.flatnonzero((page < 128).any(axis=1)), np.flatnonzero((page < 128).any(axis=0))
+    cy, cx = (rows[0] + rows[-1]) / 2, (cols[0] + cols[-1]) / 2
+    ry = grow * (rows[-1] - rows[0]) / 2
+    rx = grow * max((cols[-1] - cols[0]) / 2, (rows[-1] - rows[0]) / 3)
+    ring = Image.new("L", (page.shape[1], page.shape[0]), 255)
+    ImageDraw.Draw(ring).ellipse((cx - rx, cy - ry, cx + rx, cy + ry), outline=tone, width=thick)
+    return np.minimum(page, np.asarray(ring))
+
+
+@pytest.mark.parametrize("grow", [1.35, 1.15])
+def test_a_ring_around_the_digit_is_dropped(mnist_test, grow):
+    """A circled digit, the ring apart from the digit (1.35) or touching it (1.15): the ring has more ink
+    than the digit, so it was kept as the digit and read as a 0 (51 of 200 held-out digits in a throwaway
+    check with rings of both kinds, 197 now)."""
+    scores = []
+    for index in range(12):
+        digit = mnist_test.images[index]
+        reference = to_mnist(_canvas(digit, 6, 60, 20)).image
+        scores.append(max(_corr(s, reference) for s in _shifts(to_mnist(_ringed(digit, grow)).image)))
+    # measured: apart, median 0.98 and worst 0.96 (the ring kept: median 0.66); touching, where a narrow
+    # digit can also cross the ring, median 0.92 and worst 0.77 (the ring kept: median 0.75)
+    low, median = (0.93, 0.95) if grow > 1.3 else (0.7, 0.88)
+    assert np.median(scores) > median and min(scores) > low, (grow, scores)
+
+
+@settings(max_examples=20, deadline=None)
+@given(index=st.integers(0, 9999), grow=st.floats(1.3, 1.6), thick=st.integers(2, 8), tone=st.integers(0, 120))
+def test_ring_property(mnist_test, index, grow, thick, tone):
+    digit = mnist_test.images[index]
+    reference = to_mnist(_canvas(digit, 6, 60, 20)).image
+    assert max(_corr(s, reference) for s in _shifts(to_mnist(_ringed(digit, grow, thick, tone)).image)) > 0.9
+
+
+@pytest.mark.parametrize("name, draw", [
+    ("0 with a dot inside", lambda d: (d.ellipse((60, 30, 140, 170), outline=20, width=10),
+                                      d.ellipse((94, 94, 106, 106), fill=20))),
+    ("8 with both loops closed", lambda d: (d.ellipse((65, 25, 135, 95), outline=20, width=10),
+                                           d.ellipse((55, 90, 145, 175), outline=20, width=10),
+                                           d.line((75, 110, 125, 150), fill=20, width=10))),
+    ("6 with a closed loop", lambda d: (d.ellipse((55, 90, 145, 175), outline=20, width=10),
+                                       d.line((60, 130, 120, 25), fill=20, width=10))),
+    ("crossed 7 with a detached bar", lambda d: (d.line((50, 40, 150, 40), fill=20, width=10),
+                                                d.line((150, 40, 90, 170), fill=20, width=10),
+                                                d.line((85, 105, 150, 105), fill=20, width=10))),
+    ("2 whose base meets its curve", lambda d: (d.arc((55, 30, 145, 110), 180, 40, fill=20, width=10),
+                                               d.line((138, 90, 60, 165), fill=20, width=10),
+                                               d.line((60, 168, 150, 168), fill=20, width=10))),
+])
+def test_digits_are_not_rings_or_underlines(name, draw, monkeypatch):
+    """The ring and underline rules must leave digits alone: each reads the same with and without them."""
+    page = Image.new("L", (200, 200), 255)
+    draw(ImageDraw.Draw(page))
+    page = np.array(page)
+    with_rules = to_mnist(page).image
+    monkeypatch.setattr(preprocess, "_drawn_rings", lambda *args: None)
+    monkeypatch.setattr(preprocess, "_underlines", lambda *args: None)
+    assert np.array_equal(with_rules, to_mnist(page).image), name
+
+
+@pytest.mark.parametrize("name, draw", [
+    ("a lone line", lambda d: d.line((20, 100, 180, 100), fill=20, width=6)),
+    ("a flat loop round a dash", lambda d: (d.ellipse((10, 90, 190, 110), outline=20, width=3),
+                                            d.line((60, 100, 140, 100), fill=20, width=2))),
+    ("a line under a speck", lambda d: (d.line((20, 150, 180, 150), fill=20, width=6),
+                                        d.rectangle((98, 60, 101, 63), fill=20))),
+])
+def test_marks_without_a_digit_do_not_break_the_rules(name, draw):
+    """Shapes the ring and underline rules look at, with no digit to keep: an answer, never an error."""
+    page = Image.new("L", (200, 200), 255)
+    draw(ImageDraw.Draw(page))
+    out = to_mnist(np.array(page))
+    assert out.image.shape == (28, 28) and np.isfinite(out.image).all(), name
+
+
+@pytest.mark.parametrize("reach", [0.2, 1.0])
+def test_a_line_under_the_digit_is_dropped(mnist_test, reach):
+    """An underline apart from the digit, short (20 % of the digit's width past it on each side) or long:
+    near the digit and as heavy as a stroke, it was kept as a detached part (164 of 200 test digits read
+    right with the short one in session 26's check, 199 now)."""
+    scores = []
+    for index in range(12):
+        page = _canvas(mnist_test.images[index], 6, 60, 20).copy()
+        reference = to_mnist(page).image
+        rows, cols = np.flatnonzero((page < 128).any(axis=1)), np.flatnonzero((page < 128).any(axis=0))
+        past = int(reach * (cols[-1] - cols[0]))
+        page[rows[-1] + 8:rows[-1] + 12, max(cols[0] - past, 5):min(cols[-1] + past, 395)] = 30
+        scores.append(max(_corr(s, reference) for s in _shifts(to_mnist(page).image)))
+    assert np.median(scores) > 0.95 and min(scores) > 0.9, (reach, scores)
+
+
 # ---------------------------------------------------------------------------------------- file formats
 
 

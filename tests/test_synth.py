@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from digitrec import synth
 from digitrec.data import load_dataset
 from digitrec.errors import DataError
+from digitrec.preprocess import stroke_width
 from digitrec.synth import BASES, EFFECTS, compose_number, random_style, render_user_like, user_like_set
 
 
@@ -46,6 +48,23 @@ def test_every_effect_renders(mnist_test):
     for effect in EFFECTS:
         image = render_user_like(mnist_test.images[2], rng, f"paper+{effect}", size=(200, 200))
         assert image.shape == (200, 200) and image.std() > 5
+
+
+@pytest.mark.parametrize("effect", ["ring", "underline"])
+def test_ring_and_underline_are_drawn_around_the_digit(mnist_test, effect):
+    """The ring surrounds the digit's ink, the underline lies under it, and neither is bolder than the
+    digit's own strokes (the same pen)."""
+    rng = np.random.default_rng(6)
+    for index in range(4, 8):
+        ink = synth._place(synth._ink_layer(mnist_test.images[index], 8.0, 0.0, "", rng), 400, 400, rng, 0.15)
+        drawn = (synth._ring if effect == "ring" else synth._underline)(ink, rng) > 0.5
+        (iy0, ix0), (iy1, ix1) = np.argwhere(ink > 0.5).min(axis=0), np.argwhere(ink > 0.5).max(axis=0)
+        ys, xs = np.nonzero(drawn)
+        if effect == "ring":
+            assert ys.min() < iy0 and ys.max() > iy1 and xs.min() < ix0 and xs.max() > ix1
+        else:
+            assert ys.min() > iy1 and xs.min() < ix0 and xs.max() > ix1
+        assert stroke_width(drawn.astype(np.float32)) <= 1.2 * stroke_width(ink) + 1
 
 
 def test_hairline_is_thin(mnist_test):

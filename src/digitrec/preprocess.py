@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import scipy.ndimage as ndi
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy.spatial import ConvexHull
 
 from digitrec.errors import ImageError
 
@@ -573,6 +574,144 @@ def _drawn_boxes(comp: _Components, smooth: np.ndarray, speck: float) -> np.ndar
     return found if found.any() else None
 
 
+def _drawn_rings(comp: _Components, speck: float) -> np.ndarray | None:
+    """Pixels of rings drawn around the ink (a circled digit, an answer circled on a form), or None. Why:
+    like a box, the ring has more ink than the digit inside it, and was read as a 0.
+
+    A component at least 20 px a side is a ring when other ink lies wholly inside its box, spans at least
+    40 % of its height and has at least 3 % of its ink (a hair-thin pen's digit has little), and the
+    component surrounds that ink: its pixels lie in at least 14 of 16 directions from the inner ink's
+    centre (a hand-drawn ring may not close). Where the ring is closed, only its band goes
+    (`_ring_band`), so a digit's stroke that touches it stays. A digit's own parts are safe: a dotted 0's
+    dot is small and short, a crossed 7's detached bar flat.
+
+    A digit touching its ring is one component with it: see `_touching_ring`, tried only on a lone
+    component 40 px or more long that is not itself inside another."""
+    boxes, area, mass = comp.boxes, comp.area, comp.mass
+    live = area >= speck
+    live[0] = False
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    found = np.zeros(comp.labels.shape, dtype=bool)
+    for i in np.flatnonzero(live & (widths >= 20) & (heights >= 20)):
+        x0, y0, x1, y1 = boxes[i]
+        own = comp.labels[y0:y1, x0:x1] == i
+        inside = live & (boxes[:, 0] > x0) & (boxes[:, 1] > y0) & (boxes[:, 2] < x1) & (boxes[:, 3] < y1)
+        if not inside.any():
+            around = live & (boxes[:, 0] <= x0) & (boxes[:, 1] <= y0) & (boxes[:, 2] >= x1) & (boxes[:, 3] >= y1)
+            if (max(x1 - x0, y1 - y0) >= 40 and np.count_nonzero(live & (mass >= 0.2 * mass[i])) == 1
+                    and np.count_nonzero(around) == 1):  # alone, and not itself inside a ring or box
+                ring = _touching_ring(own)
+                if ring is not None:
+                    found[y0:y1, x0:x1] |= ring
+            continue
+        iy0, iy1 = boxes[inside, 1].min(), boxes[inside, 3].max()
+        if iy1 - iy0 < 0.4 * (y1 - y0) or mass[inside].sum() < 0.03 * mass[i]:
+            continue
+        ys, xs = np.nonzero(own)
+        cx = (boxes[inside, 0].min() + boxes[inside, 2].max()) / 2 - x0
+        cy = (iy0 + iy1) / 2 - y0
+        sector = ((np.arctan2(ys - cy, xs - cx) + math.pi) * (16 / (2 * math.pi))).astype(np.int64) % 16
+        if np.count_nonzero(np.bincount(sector, minlength=16)) >= 14:
+            peeled = _ring_band(own)  # a digit's stroke that touches the ring stays
+            found[y0:y1, x0:x1] |= own if peeled is None else peeled[0]
+    return found if found.any() else None
+
+
+def _ring_band(own: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(ring, enclosed, depth): the pixels of one component whose outline is a closed, thin, convex ring,
+    its pixels inside the ring, and each pixel's layer; or None.
+
+    Peeled from the outside: layer k is the pixels k steps (chessboard) inside the filled outline. The
+    outline must enclose mostly paper (30 % of the filled shape or more). A ring drawn with a pen fills its
+    outer layers all round (90 % ink or more) and, within two layers more, gives way to paper (under 40 %
+    ink), all within 12 % of the smaller side; a digit's own loop thins out gradually, and a 0 running
+    along the inside of a circle keeps the next layers half inked, so neither is taken. The shape must be
+    convex: the outline covers 95 % of its convex hull (drawn circles measured 0.97-0.98; a flat 8 whose
+    loops are both closed 0.89, for its waist). Strokes crossing the ring to the outside (a digit poking
+    out of a hasty circle, a 6's or 9's tail) are opened away from the outline first: they are neither
+    ring nor enclosed."""
+    filled = ndi.binary_fill_holes(own)
+    if np.count_nonzero(filled & ~own) < 0.3 * np.count_nonzero(filled):
+        return None
+    core = ndi.binary_opening(filled, iterations=max(2, round(0.06 * min(own.shape))))
+    if np.count_nonzero(core) < 0.5 * np.count_nonzero(filled):  # mostly thin: a flat loop, no ring
+        return None
+    depth = ndi.distance_transform_cdt(np.pad(core, 1), metric="chessboard")[1:-1, 1:-1]
+    limit = max(2, int(0.12 * min(own.shape)))
+    layers = np.bincount(depth[core], minlength=limit + 2)[1:limit + 2]
+    inked = np.bincount(depth[own & core], minlength=limit + 2)[1:limit + 2]
+    share = inked / np.maximum(layers, 1)
+    solid = int(np.argmin(share >= 0.9)) if (share < 0.9).any() else len(share)
+    if share[solid:solid + 2].min(initial=1.0) >= 0.4:
+        return None
+    ys, xs = np.nonzero(depth == 1)
+    corners = np.concatenate([np.stack([xs + dx, ys + dy], axis=1) for dx in (0, 1) for dy in (0, 1)])
+    if np.count_nonzero(core) < 0.95 * ConvexHull(corners).volume:
+        return None
+    ring = own & core & (depth <= max(solid, 1) + 1)  # one layer more for the ring's soft inner edge
+    return ring, own & core & ~ring, depth
+
+
+def _touching_ring(own: np.ndarray) -> np.ndarray | None:
+    """The ring's pixels of one component that is a ring (`_ring_band`) with a digit touching it, or None.
+
+    What the ring encloses must look like a digit placed in it: it reaches 15 % of the smaller side deep
+    (a loop's uneven stroke leaves only slivers along its inner edge), spans half the height, has a fifth
+    as many pixels as the ring, and its box is centred within a fifth of the size. A 0 whose pen end
+    hooks inside it fails the last three; an 8 whose loops are both closed is not convex."""
+    peeled = _ring_band(own)
+    if peeled is None:
+        return None
+    ring, inner, depth = peeled
+    if not inner.any() or depth[inner].max() < 0.15 * min(own.shape):
+        return None
+    rows, cols = np.flatnonzero(inner.any(axis=1)), np.flatnonzero(inner.any(axis=0))
+    h, w = own.shape
+    if (rows[-1] - rows[0] < 0.5 * h or np.count_nonzero(inner) < 0.2 * np.count_nonzero(ring)
+            or abs(rows[0] + rows[-1] - h) > 0.4 * h or abs(cols[0] + cols[-1] - w) > 0.4 * w):
+        return None
+    return ring
+
+
+def _underlines(comp: _Components, speck: float) -> np.ndarray | None:
+    """Pixels of lines drawn under the ink apart from it (a number underlined, the answer line of a form),
+    or None. Why: near the digit and with much ink, such a line would be kept as a detached part of it.
+
+    A component is an underline when it is flat (at most a fifth as tall as wide, 20 px or more wide) and
+    straight (85 % of it on level runs 40 % of its width long), and the ink above it (wholly above, its
+    middle over the line) is no more than 1.7x as wide and stands clear of it by at least 3 % of its own
+    height. A digit's own flat parts are safe: a 7's or 5's bar has the rest of the digit below or beside
+    it, a crossed 7's bar ink above and below, and a 2's base meets its curve (a 2 written in two strokes
+    whose base stands clear of the curve is the one shape this rule misreads)."""
+    boxes, area, mass = comp.boxes, comp.area, comp.mass
+    live = area >= speck
+    live[0] = False
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    found = np.zeros(comp.labels.shape, dtype=bool)
+    for i in np.flatnonzero(live & (widths >= 20) & (heights <= 0.2 * widths)):
+        x0, y0, x1, y1 = boxes[i]
+        middle = (boxes[:, 0] + boxes[:, 2]) / 2
+        above = live & (boxes[:, 3] <= y0) & (middle >= x0) & (middle <= x1) & (mass >= 0.05 * mass[i])
+        if not above.any():
+            continue
+        others = live.copy()
+        others[i] = False
+        # the ink above is the image's main ink, and nothing over the line's span comes down beside it (a
+        # hairline 2's broken curve ending at its detached base)
+        beside = others & (boxes[:, 3] > y0) & (boxes[:, 0] < x1) & (boxes[:, 2] > x0)
+        if mass[above].sum() < 0.5 * mass[others].sum() or beside.any():
+            continue
+        top, bottom = boxes[above, 1].min(), boxes[above, 3].max()
+        span = boxes[above, 2].max() - boxes[above, 0].min()
+        if y0 - bottom < max(2.0, 0.03 * (bottom - top)) or span > 1.7 * (x1 - x0):
+            continue
+        own = comp.labels[y0:y1, x0:x1] == i
+        rows, _ = _straight_runs(own, 0.4)
+        if np.count_nonzero(rows) >= 0.85 * np.count_nonzero(own):
+            found[y0:y1, x0:x1] |= own
+    return found if found.any() else None
+
+
 def _frames(mask: np.ndarray) -> np.ndarray | None:
     """Dark photo borders (table, shadow, scanner lid), or None: ink covering over half of an image side
     is a frame. Only the band itself is returned, its depth a running median of the per-line run from the
@@ -633,6 +772,9 @@ def _ink_from_grey(grey: np.ndarray, scale: tuple[float, float]) -> InkMap:
     # the other sides behind) and after (a box crossed by ruled lines is one component with them).
     comp = _components(mask, smooth)
     drawn = _drawn_boxes(comp, smooth, speck)
+    for marks in (_drawn_rings(comp, speck), _underlines(comp, speck)):
+        if marks is not None:
+            drawn = marks if drawn is None else drawn | marks
     if drawn is not None:
         mask &= ~drawn
     lines = _long_lines(mask)

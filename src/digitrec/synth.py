@@ -4,8 +4,9 @@ A model (and `preprocess`) is judged on these instead of on MNIST itself: dark i
 paper, big and off-centre, rotated, thick or hair-thin strokes, uneven light, noise, blur, JPEG, ruled
 paper, a dark photo edge, chalk on a board, transparent canvas exports. A style is a '+'-joined string,
 a base look then effects, e.g. "paper+rotate+lighting+jpeg"; everything is drawn from the caller's rng.
-`box` (a form's cell drawn around the digit) is never drawn by `random_style`, so the fixed sets that
-the README's figures come from stay as they were; ask for it by name.
+`box` (a form's cell drawn around the digit), `ring` (the digit circled) and `underline` (a line drawn
+under it) are never drawn by `random_style`, so the fixed sets that the README's figures come from stay as
+they were; ask for them by name.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from PIL import Image
 __all__ = ["BASES", "EFFECTS", "compose_number", "random_style", "render_user_like", "user_like_set"]
 
 BASES = ("paper", "colour", "chalk", "canvas")
-EFFECTS = ("rotate", "thick", "thin", "hairline", "lighting", "noise", "blur", "jpeg", "ruled", "frame", "box")
+EFFECTS = ("rotate", "thick", "thin", "hairline", "lighting", "noise", "blur", "jpeg", "ruled", "frame", "box",
+           "ring", "underline")
 _STROKES = ("thick", "thin", "hairline")  # at most one of these
 _DIGITAL = ("rotate", "thick", "thin")  # the only effects a canvas export can have
 
@@ -77,12 +79,15 @@ def _ink_layer(digit: np.ndarray, scale: float, angle: float, stroke: str, rng: 
     return np.clip((up - level) / 0.12 + 0.5, 0.0, 1.0)
 
 
-def _place(layer: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """Paste the ink layer somewhere on an empty page, off-centre, with a margin of 4% of the page."""
+def _place(layer: np.ndarray, height: int, width: int, rng: np.random.Generator, margin: float = 0.04,
+           ) -> np.ndarray:
+    """Paste the ink layer somewhere on an empty page, off-centre, with a margin of 4% of the page (or
+    `margin`, as far as the page allows)."""
     page = np.zeros((height, width), dtype=np.float32)
     rows, cols = np.flatnonzero(layer.any(axis=1)), np.flatnonzero(layer.any(axis=0))
     ink = layer[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1][:height, :width]
-    my, mx = min(int(0.04 * height), (height - ink.shape[0]) // 2), min(int(0.04 * width), (width - ink.shape[1]) // 2)
+    my = min(int(margin * height), (height - ink.shape[0]) // 2)
+    mx = min(int(margin * width), (width - ink.shape[1]) // 2)
     y = int(rng.integers(my, height - ink.shape[0] - my + 1))
     x = int(rng.integers(mx, width - ink.shape[1] - mx + 1))
     page[y:y + ink.shape[0], x:x + ink.shape[1]] = ink
@@ -133,6 +138,48 @@ def _box(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def _pen_width(ink: np.ndarray, size: float, rng: np.random.Generator) -> float:
+    """The width of a ring or line drawn after the digit: 2-5 % of the digit's `size` plus a pixel, as a
+    pen writes a digit of that size, but never bolder than the digit's own strokes (their area over half
+    their outline): a hairline digit is circled with the same fine pen. MNIST's own strokes (about a tenth
+    of the digit) are bolder than a pen's, an effect of its size normalisation."""
+    outline = np.abs(np.diff(ink, axis=0)).sum() + np.abs(np.diff(ink, axis=1)).sum()
+    stroke = 2.0 * float(ink.sum()) / max(float(outline), 1.0)
+    return max(1.0, min(rng.uniform(0.02, 0.05) * size + 1.0, stroke))
+
+
+def _ring(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Coverage of a ring drawn around the ink with the same pen: an ellipse 15-40 % taller and 20-60 %
+    wider than the digit (a narrow digit gets a rounder ring), kept on the page, so it may touch the
+    digit's corners, as a quick circle does."""
+    height, width = ink.shape
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    cy, cx = (rows[0] + rows[-1]) / 2, (cols[0] + cols[-1]) / 2
+    half_h, half_w = (rows[-1] - rows[0]) / 2, (cols[-1] - cols[0]) / 2
+    thick = _pen_width(ink, rows[-1] - rows[0], rng)
+    ry = min(half_h * rng.uniform(1.15, 1.4), cy - thick, height - 1 - thick - cy)
+    rx = min(max(half_w, half_h * 2 / 3) * rng.uniform(1.2, 1.6), cx - thick, width - 1 - thick - cx)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, v = (x - cx) / rx, (y - cy) / ry
+    r = np.sqrt(u * u + v * v) + 1e-6
+    slope = np.sqrt((u / rx) ** 2 + (v / ry) ** 2) / r + 1e-9  # |grad r|: distance ~ |r - 1| / slope
+    return np.clip(thick / 2 + 0.5 - np.abs(r - 1) / slope, 0.0, 1.0)
+
+
+def _underline(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Coverage of a line drawn under the ink with the same pen, 5-15 % of the digit's height below it
+    (closer where the page ends) and reaching 10-50 % of its width past it on either side."""
+    height, width = ink.shape
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    size = rows[-1] - rows[0]
+    thick = _pen_width(ink, size, rng)
+    level = min(rows[-1] + rng.uniform(0.05, 0.15) * size + thick / 2, height - 1 - thick / 2)
+    reach = rng.uniform(0.1, 0.5, 2) * (cols[-1] - cols[0])
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    along = (x >= cols[0] - reach[0]) & (x <= cols[-1] + reach[1])
+    return np.clip(thick / 2 + 0.5 - np.abs(y - level), 0.0, 1.0) * along
+
+
 def _frame(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """Coverage of a dark table edge entering the photo from one side."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -156,10 +203,16 @@ def render_user_like(digit: np.ndarray, rng: np.random.Generator, style: str | N
         aspect = 1.0 if base == "canvas" else rng.uniform(0.7, 1.4)
         size = (max(16, round(long / max(aspect, 1))), max(16, round(long * min(aspect, 1))))
     height, width = size
-    scale = rng.uniform(0.35, 0.8) * min(height, width) / 20  # MNIST's 20 px box -> this many px
+    # MNIST's 20 px box -> this many px; a digit that is circled or underlined leaves room on the page
+    scale = rng.uniform(0.35, 0.6 if effects & {"ring", "underline"} else 0.8) * min(height, width) / 20
     angle = rng.uniform(-12, 12) if "rotate" in effects else 0.0
     stroke = next((e for e in _STROKES if e in effects), "")
-    ink = _place(_ink_layer(digit, scale, angle, stroke, rng), height, width, rng)
+    # a ring or an underline needs room around the digit: people draw them where there is some
+    room = 0.15 if effects & {"ring", "underline"} else 0.04
+    ink = _place(_ink_layer(digit, scale, angle, stroke, rng), height, width, rng, room)
+    for effect, draw in (("ring", _ring), ("underline", _underline)):
+        if effect in effects:
+            ink = np.maximum(ink, draw(ink, rng))
     if base == "canvas":
         rgba = np.zeros((height, width, 4), dtype=np.uint8)
         rgba[..., 3] = np.round(ink * 255)
