@@ -387,6 +387,24 @@ def test_a_ring_around_the_digit_is_dropped(mnist_test, grow):
     assert np.median(scores) > median and min(scores) > low, (grow, scores)
 
 
+def test_a_speck_inside_a_touching_ring_does_not_hide_it(mnist_test):
+    """A speck of dirt inside the ring is separate ink inside it, but no digit: the touching ring is still cut."""
+    plain, specked = [], []
+    for index in range(12):
+        digit = mnist_test.images[index]
+        reference = to_mnist(_canvas(digit, 6, 60, 20)).image
+        page = _ringed(digit, 1.15)
+        plain.append(max(_corr(s, reference) for s in _shifts(to_mnist(page).image)))
+        ys, xs = np.nonzero(page < 128)
+        free = np.argwhere(page[min(ys):max(ys), min(xs):max(xs)] > 250)  # paper inside the ring's bounds
+        free = free[(np.abs(free - free.mean(axis=0)) < 0.25 * np.ptp(free, axis=0)).all(axis=1)]
+        cy, cx = free[len(free) // 2] + (min(ys), min(xs))
+        page = page.copy()
+        page[cy - 4:cy + 4, cx - 4:cx + 4] = 30
+        specked.append(max(_corr(s, reference) for s in _shifts(to_mnist(page).image)))
+    assert np.median(specked) > np.median(plain) - 0.03, (plain, specked)
+
+
 @settings(max_examples=20, deadline=None)
 @given(index=st.integers(0, 9999), grow=st.floats(1.3, 1.6), thick=st.integers(2, 8), tone=st.integers(0, 120))
 def test_ring_property(mnist_test, index, grow, thick, tone):

@@ -596,25 +596,30 @@ def _drawn_rings(comp: _Components, speck: float) -> np.ndarray | None:
         x0, y0, x1, y1 = boxes[i]
         own = comp.labels[y0:y1, x0:x1] == i
         inside = live & (boxes[:, 0] > x0) & (boxes[:, 1] > y0) & (boxes[:, 2] < x1) & (boxes[:, 3] < y1)
-        if not inside.any():
-            around = live & (boxes[:, 0] <= x0) & (boxes[:, 1] <= y0) & (boxes[:, 2] >= x1) & (boxes[:, 3] >= y1)
-            if (max(x1 - x0, y1 - y0) >= 40 and np.count_nonzero(live & (mass >= 0.2 * mass[i])) == 1
-                    and np.count_nonzero(around) == 1):  # alone, and not itself inside a ring or box
-                ring = _touching_ring(own)
-                if ring is not None:
-                    found[y0:y1, x0:x1] |= ring
-            continue
-        iy0, iy1 = boxes[inside, 1].min(), boxes[inside, 3].max()
-        if iy1 - iy0 < 0.4 * (y1 - y0) or mass[inside].sum() < 0.03 * mass[i]:
-            continue
-        ys, xs = np.nonzero(own)
-        cx = (boxes[inside, 0].min() + boxes[inside, 2].max()) / 2 - x0
-        cy = (iy0 + iy1) / 2 - y0
-        sector = ((np.arctan2(ys - cy, xs - cx) + math.pi) * (16 / (2 * math.pi))).astype(np.int64) % 16
-        if np.count_nonzero(np.bincount(sector, minlength=16)) >= 14:
+        if inside.any() and _surrounds(own, boxes[inside] - (x0, y0, x0, y0), mass[inside].sum() / mass[i]):
             peeled = _ring_band(own)  # a digit's stroke that touches the ring stays
             found[y0:y1, x0:x1] |= own if peeled is None else peeled[0]
+            continue
+        around = live & (boxes[:, 0] <= x0) & (boxes[:, 1] <= y0) & (boxes[:, 2] >= x1) & (boxes[:, 3] >= y1)
+        if (max(x1 - x0, y1 - y0) >= 40 and np.count_nonzero(live & (mass >= 0.2 * mass[i])) == 1
+                and np.count_nonzero(around) == 1):  # alone (specks aside), and not inside a ring or box
+            ring = _touching_ring(own)
+            if ring is not None:
+                found[y0:y1, x0:x1] |= ring
     return found if found.any() else None
+
+
+def _surrounds(own: np.ndarray, inner: np.ndarray, share: float) -> bool:
+    """Whether component `own` is a ring round the ink whose boxes `inner` are (in `own`'s frame) and
+    which has `share` of its ink: that ink spans 40 % of its height and has 3 % of its ink, and its pixels
+    lie in 14 of 16 directions from the ink's centre."""
+    iy0, iy1 = inner[:, 1].min(), inner[:, 3].max()
+    if iy1 - iy0 < 0.4 * own.shape[0] or share < 0.03:
+        return False
+    ys, xs = np.nonzero(own)
+    cx, cy = (inner[:, 0].min() + inner[:, 2].max()) / 2, (iy0 + iy1) / 2
+    sector = ((np.arctan2(ys - cy, xs - cx) + math.pi) * (16 / (2 * math.pi))).astype(np.int64) % 16
+    return np.count_nonzero(np.bincount(sector, minlength=16)) >= 14
 
 
 def _ring_band(own: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
