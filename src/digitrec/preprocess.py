@@ -579,11 +579,11 @@ def _drawn_rings(comp: _Components, speck: float) -> np.ndarray | None:
     like a box, the ring has more ink than the digit inside it, and was read as a 0.
 
     A component at least 20 px a side is a ring when other ink lies wholly inside its box, spans at least
-    40 % of its height and has at least 3 % of its ink (a hair-thin pen's digit has little), and the
-    component surrounds that ink: its pixels lie in at least 14 of 16 directions from the inner ink's
-    centre (a hand-drawn ring may not close). Where the ring is closed, only its band goes
-    (`_ring_band`), so a digit's stroke that touches it stays. A digit's own parts are safe: a dotted 0's
-    dot is small and short, a crossed 7's detached bar flat.
+    30 % of its height (a row of digits in a long oval: about a third) and has at least 3 % of its ink (a
+    hair-thin pen's digit has little), and the component surrounds that ink: its pixels lie in at least 14
+    of 16 directions from the inner ink's centre (a hand-drawn ring may not close). Where the ring is
+    closed, only its band goes (`_ring_band`), so a digit's stroke that touches it stays. A digit's own
+    parts are safe: a dotted 0's dot is small and short, a crossed 7's detached bar flat.
 
     A digit touching its ring is one component with it: see `_touching_ring`, tried only on a lone
     component 40 px or more long that is not itself inside another."""
@@ -611,10 +611,10 @@ def _drawn_rings(comp: _Components, speck: float) -> np.ndarray | None:
 
 def _surrounds(own: np.ndarray, inner: np.ndarray, share: float) -> bool:
     """Whether component `own` is a ring round the ink whose boxes `inner` are (in `own`'s frame) and
-    which has `share` of its ink: that ink spans 40 % of its height and has 3 % of its ink, and its pixels
+    which has `share` of its ink: that ink spans 30 % of its height and has 3 % of its ink, and its pixels
     lie in 14 of 16 directions from the ink's centre."""
     iy0, iy1 = inner[:, 1].min(), inner[:, 3].max()
-    if iy1 - iy0 < 0.4 * own.shape[0] or share < 0.03:
+    if iy1 - iy0 < 0.3 * own.shape[0] or share < 0.03:
         return False
     ys, xs = np.nonzero(own)
     cx, cy = (inner[:, 0].min() + inner[:, 2].max()) / 2, (iy0 + iy1) / 2
@@ -647,13 +647,18 @@ def _ring_band(own: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | N
     inked = np.bincount(depth[own & core], minlength=limit + 2)[1:limit + 2]
     share = inked / np.maximum(layers, 1)
     solid = int(np.argmin(share >= 0.9)) if (share < 0.9).any() else len(share)
-    if share[solid:solid + 2].min(initial=1.0) >= 0.4:
+    paper = np.flatnonzero(share[solid:solid + 2] < 0.4)
+    if paper.size == 0:
         return None
     ys, xs = np.nonzero(depth == 1)
     corners = np.concatenate([np.stack([xs + dx, ys + dy], axis=1) for dx in (0, 1) for dy in (0, 1)])
     if np.count_nonzero(core) < 0.95 * ConvexHull(corners).volume:
         return None
-    ring = own & core & (depth <= max(solid, 1) + 1)  # one layer more for the ring's soft inner edge
+    # down to the first mostly-paper layer (share[j] is layer j + 1's), whose ink is the ring's soft inner
+    # edge; and what the opening shaved off the ring's outer corners, within the ring's width of it
+    width = solid + int(paper[0]) + 1
+    ring = own & core & (depth <= width)
+    ring |= own & ~core & ndi.binary_dilation(ring, _EIGHT, iterations=width)
     return ring, own & core & ~ring, depth
 
 
