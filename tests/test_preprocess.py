@@ -405,6 +405,28 @@ def test_a_speck_inside_a_touching_ring_does_not_hide_it(mnist_test):
     assert np.median(specked) > np.median(plain) - 0.03, (plain, specked)
 
 
+def _mask(size: tuple[int, int], draw) -> np.ndarray:
+    page = Image.new("1", (size[1], size[0]), 0)
+    draw(ImageDraw.Draw(page))
+    return np.array(page, dtype=bool)
+
+
+def test_surrounds_takes_rings_not_touching_digits():
+    """In a row, a 7 touching an 8 can surround the 8's broken loop as a ring would (a --multi benchmark
+    row lost a digit that way in development); a stroke crossing the middle tells them apart."""
+    inner = np.array([[26, 20, 38, 44]])  # (x0, y0, x1, y1) of the ink inside
+    ring = _mask((64, 64), lambda d: d.ellipse((4, 4, 60, 60), outline=1, width=4))
+    assert preprocess._surrounds(ring, inner, 0.2)
+    with_bar = _mask((64, 64), lambda d: (d.ellipse((4, 4, 60, 60), outline=1, width=4),
+                                          d.line((40, 8, 30, 18), fill=1, width=4)))  # a 5's bar touching it
+    assert preprocess._surrounds(with_bar, inner, 0.2)
+    seven_and_eight = _mask((64, 64), lambda d: (d.line((2, 10, 44, 6), fill=1, width=6),
+                                                 d.line((40, 8, 8, 60), fill=1, width=6),
+                                                 d.line((44, 6, 50, 36), fill=1, width=3),
+                                                 d.ellipse((36, 34, 62, 62), outline=1, width=3)))
+    assert not preprocess._surrounds(seven_and_eight, inner, 0.2)
+
+
 @settings(max_examples=20, deadline=None)
 @given(index=st.integers(0, 9999), grow=st.floats(1.3, 1.6), thick=st.integers(2, 8), tone=st.integers(0, 120))
 def test_ring_property(mnist_test, index, grow, thick, tone):

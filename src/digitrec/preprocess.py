@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.ndimage as ndi
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from scipy.spatial import ConvexHull
 
 from digitrec.errors import ImageError
@@ -619,7 +619,18 @@ def _surrounds(own: np.ndarray, inner: np.ndarray, share: float) -> bool:
     ys, xs = np.nonzero(own)
     cx, cy = (inner[:, 0].min() + inner[:, 2].max()) / 2, (iy0 + iy1) / 2
     sector = ((np.arctan2(ys - cy, xs - cx) + math.pi) * (16 / (2 * math.pi))).astype(np.int64) % 16
-    return np.count_nonzero(np.bincount(sector, minlength=16)) >= 14
+    if np.count_nonzero(np.bincount(sector, minlength=16)) < 14:
+        return False
+    # and it is a band round its own convex hull: 70 % of its pixels lie within 15 % of the smaller side of
+    # the hull's edge (a ring: all; with a 5's bar that touches it, 76 %). Two touching digits in a row can
+    # surround a broken loop's fragments, but a stroke of theirs crosses the middle (a 7 and 8: 47 %).
+    corners = np.concatenate([np.stack([xs + dx, ys + dy], axis=1) for dx in (0, 1) for dy in (0, 1)])
+    hull = ConvexHull(corners)
+    outline = Image.new("1", (own.shape[1] + 2, own.shape[0] + 2), 0)
+    ImageDraw.Draw(outline).polygon([(float(x), float(y)) for x, y in corners[hull.vertices]], fill=1)
+    inside_hull = np.asarray(outline, dtype=bool)[:own.shape[0], :own.shape[1]]
+    depth = ndi.distance_transform_edt(np.pad(inside_hull, 1))[1:-1, 1:-1]
+    return np.count_nonzero(depth[own] <= 0.15 * min(own.shape)) >= 0.7 * np.count_nonzero(own)
 
 
 def _ring_band(own: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
