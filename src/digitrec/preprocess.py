@@ -3,7 +3,8 @@
 MNIST digits are white ink on black, size-normalised to fit a 20x20 box (aspect kept, anti-aliased) and
 pasted into 28x28 with their centre of mass at the centre. Photos, scans and canvas drawings are none of
 that, which is why a model at 99% on MNIST fails on them; this module redoes MNIST's normalisation on real
-input: decode -> grey -> polarity -> flatten lighting -> threshold -> clean (specks, frames, ruled lines)
+input: decode -> grey -> polarity -> flatten lighting -> threshold -> clean (specks, frames, ruled lines,
+boxes, rings and underlines drawn around the digit)
 -> pick the digit -> fix stroke weight -> fit 20x20 -> paste by centre of mass.
 
 Everything runs at a small working resolution (big JPEGs are DCT-scaled while decoding), so one phone
@@ -62,7 +63,7 @@ class InkMap:
     """The cleaned ink of one image at working resolution, shared by `to_mnist` and `segment`.
 
     `ink` is background-subtracted ink strength (paper ~0, ink > 0) whatever the input polarity;
-    `labels` numbers the cleaned components (specks, frames and ruled lines already removed);
+    `labels` numbers the cleaned components (specks, frames, ruled lines and drawn marks already removed);
     `level` is the ink strength that counts as full black; `floor` the paper-noise level;
     `scale` maps working pixels to source pixels (x, y); `has_ink` is the contrast verdict; `margin` is
     the paper border (working px) added around the image before the analysis, 0 when none was."""
@@ -72,7 +73,7 @@ class InkMap:
     count: int
     boxes: np.ndarray  # int [count + 1, 4] as (x0, y0, x1, y1) per label; row 0 unused
     mass: np.ndarray  # float [count + 1] smoothed ink per label; 0 for dropped labels
-    lines: np.ndarray  # bool mask of removed ruled-line pixels
+    lines: np.ndarray  # bool mask of removed ruled-line and drawn-mark (box, ring, underline) pixels
     level: float
     floor: float
     scale: tuple[float, float]
@@ -700,10 +701,11 @@ def _underlines(comp: _Components, speck: float) -> np.ndarray | None:
 
     A component is an underline when it is flat (at most a fifth as tall as wide, 20 px or more wide) and
     straight (85 % of it on level runs 40 % of its width long), and the ink above it (wholly above, its
-    middle over the line) is no more than 1.7x as wide and stands clear of it by at least 3 % of its own
-    height. A digit's own flat parts are safe: a 7's or 5's bar has the rest of the digit below or beside
-    it, a crossed 7's bar ink above and below, and a 2's base meets its curve (a 2 written in two strokes
-    whose base stands clear of the curve is the one shape this rule misreads)."""
+    middle over the line) is the image's main ink, no more than 1.7x as wide, and stands clear of it by at
+    least 3 % of its own height, with nothing coming down beside the line. A digit's own flat parts are
+    safe: a 7's or 5's bar has the rest of the digit below or beside it, a crossed 7's bar ink above and
+    below, and a 2's base meets its curve (a 2 written in two strokes whose base stands clear of the curve
+    is the one shape this rule misreads)."""
     boxes, area, mass = comp.boxes, comp.area, comp.mass
     live = area >= speck
     live[0] = False
