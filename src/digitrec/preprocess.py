@@ -625,13 +625,19 @@ def _surrounds(own: np.ndarray, inner: np.ndarray, share: float) -> bool:
     # and it is a band round its own convex hull: 70 % of its pixels lie within 15 % of the smaller side of
     # the hull's edge (a ring: all; with a 5's bar that touches it, 76 %). Two touching digits in a row can
     # surround a broken loop's fragments, but a stroke of theirs crosses the middle (a 7 and 8: 47 %).
-    corners = np.concatenate([np.stack([xs + dx, ys + dy], axis=1) for dx in (0, 1) for dy in (0, 1)])
+    corners = _pixel_corners(ys, xs)
     hull = ConvexHull(corners)
     outline = Image.new("1", (own.shape[1] + 2, own.shape[0] + 2), 0)
     ImageDraw.Draw(outline).polygon([(float(x), float(y)) for x, y in corners[hull.vertices]], fill=1)
     inside_hull = np.asarray(outline, dtype=bool)[:own.shape[0], :own.shape[1]]
     depth = ndi.distance_transform_edt(np.pad(inside_hull, 1))[1:-1, 1:-1]
     return np.count_nonzero(depth[own] <= 0.15 * min(own.shape)) >= 0.7 * np.count_nonzero(own)
+
+
+def _pixel_corners(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The four corners (x, y) of each pixel: a convex hull of these covers the pixels themselves, and is
+    never degenerate, even for a straight row of them."""
+    return np.concatenate([np.stack([xs + dx, ys + dy], axis=1) for dx in (0, 1) for dy in (0, 1)])
 
 
 def _ring_band(own: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -662,9 +668,7 @@ def _ring_band(own: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | N
     paper = np.flatnonzero(share[solid:solid + 2] < 0.4)
     if paper.size == 0:
         return None
-    ys, xs = np.nonzero(depth == 1)
-    corners = np.concatenate([np.stack([xs + dx, ys + dy], axis=1) for dx in (0, 1) for dy in (0, 1)])
-    if np.count_nonzero(core) < 0.95 * ConvexHull(corners).volume:
+    if np.count_nonzero(core) < 0.95 * ConvexHull(_pixel_corners(*np.nonzero(depth == 1))).volume:
         return None
     # down to the first mostly-paper layer (share[j] is layer j + 1's), whose ink is the ring's soft inner
     # edge; and what the opening shaved off the ring's outer corners, within the ring's width of it
