@@ -279,13 +279,16 @@ def test_a_box_the_digit_touches_is_cut_away(mnist_test):
     assert np.median(scores) > 0.85 and min(scores) > 0.7, scores
 
 
+def _page(draw, size: int = 200) -> np.ndarray:
+    """White paper on which `draw(ImageDraw)` has drawn pen strokes."""
+    page = Image.new("L", (size, size), 255)
+    draw(ImageDraw.Draw(page))
+    return np.array(page)
+
+
 def _strokes(segments: list[tuple[int, int, int, int]], size: int = 200, width: int = 10) -> np.ndarray:
     """Dark straight pen strokes (x0, y0, x1, y1) on white paper."""
-    page = Image.new("L", (size, size), 255)
-    draw = ImageDraw.Draw(page)
-    for seg in segments:
-        draw.line(seg, fill=20, width=width)
-    return np.array(page)
+    return _page(lambda draw: [draw.line(seg, fill=20, width=width) for seg in segments], size)
 
 
 @pytest.mark.parametrize("name, segments", [
@@ -452,9 +455,7 @@ def test_ring_property(mnist_test, index, grow, thick, tone):
 ])
 def test_digits_are_not_rings_or_underlines(name, draw, monkeypatch):
     """The ring and underline rules must leave digits alone: each reads the same with and without them."""
-    page = Image.new("L", (200, 200), 255)
-    draw(ImageDraw.Draw(page))
-    page = np.array(page)
+    page = _page(draw)
     with_rules = to_mnist(page).image
     monkeypatch.setattr(preprocess, "_drawn_rings", lambda *args: None)
     monkeypatch.setattr(preprocess, "_underlines", lambda *args: None)
@@ -470,9 +471,7 @@ def test_digits_are_not_rings_or_underlines(name, draw, monkeypatch):
 ])
 def test_marks_without_a_digit_do_not_break_the_rules(name, draw):
     """Shapes the ring and underline rules look at, with no digit to keep: an answer, never an error."""
-    page = Image.new("L", (200, 200), 255)
-    draw(ImageDraw.Draw(page))
-    out = to_mnist(np.array(page))
+    out = to_mnist(_page(draw))
     assert out.image.shape == (28, 28) and np.isfinite(out.image).all(), name
 
 
