@@ -67,6 +67,19 @@ def test_ring_and_underline_are_drawn_around_the_digit(mnist_test, effect):
         assert stroke_width(drawn.astype(np.float32)) <= 1.2 * stroke_width(ink) + 1
 
 
+def test_shadow_darkens_one_side_of_an_edge_through_the_digit(mnist_test):
+    """The shadow is a factor on the light: 1 on one side, 0.45-0.75 on the other, its edge crossing the
+    digit's box (so the digit is partly in it)."""
+    rng = np.random.default_rng(8)
+    for index in range(4):
+        ink = synth._place(synth._ink_layer(mnist_test.images[index], 8.0, 0.0, "", rng), 300, 400, rng)
+        light = synth._shadow(ink, rng)
+        assert light.max() > 0.99 and 0.44 < light.min() < 0.76
+        ys, xs = np.nonzero(ink > 0.5)
+        box = light[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        assert box.max() > 0.99 and box.min() < 0.8
+
+
 def test_hairline_is_thin(mnist_test):
     digit = mnist_test.images[3]
     normal = render_user_like(digit, np.random.default_rng(2), "paper", size=(800, 800))

@@ -66,7 +66,8 @@ class InkMap:
     `labels` numbers the cleaned components (specks, frames, ruled lines and drawn marks already removed);
     `level` is the ink strength that counts as full black; `floor` the paper-noise level;
     `scale` maps working pixels to source pixels (x, y); `has_ink` is the contrast verdict; `margin` is
-    the paper border (working px) added around the image before the analysis, 0 when none was."""
+    the paper border (working px) added around the image before the analysis, 0 when none was;
+    `shadowed` says a hard shadow's edge crosses the page (`_shadowed_paper`)."""
 
     ink: np.ndarray
     labels: np.ndarray
@@ -79,6 +80,7 @@ class InkMap:
     scale: tuple[float, float]
     has_ink: bool
     margin: int = 0
+    shadowed: bool = False
 
     def soft(self, keep: np.ndarray, window: tuple[slice, slice]) -> np.ndarray:
         """Grey ink in [0, 1] of the labels in `keep` inside `window`, including their anti-aliased fringe
@@ -335,40 +337,52 @@ def _block_medians(img: np.ndarray) -> tuple[np.ndarray, int]:
     return np.sort(tiles, axis=2)[:, :, b * b // 2], b  # a sort: np.median crawls on flat paper's ties
 
 
-def _fit_surface(values: np.ndarray) -> np.ndarray:
-    """Robust polynomial surface (up to cubic) through a grid of block values, as a 4x4 matrix C with
-    value(x, y) = sum C[j, i] x^i y^j over coordinates in [-1, 1]. Outlying blocks (ink, frames) are
-    dropped iteratively, starting from the brighter half of the blocks and again from the darker half
-    (ink of a bold digit can fill a third of them); the start that ends with more blocks on the surface
-    found the paper. The first fits are planes, which cannot bend into a blob of ink, so the blob is gone
-    before the higher degrees that follow vignetting."""
+def _robust_fit(values: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """A robust polynomial surface (up to cubic) through the block values in `start` (a boolean grid):
+    the 4x4 matrix of `_fit_surface`, the blocks it ends with, their median residual and the surface at
+    every block. Outlying blocks
+    are dropped after each fit; the first fits are planes, which cannot bend into a blob of ink, so the
+    blob is gone before the higher degrees that follow vignetting."""
     terms, design = _design(*values.shape)
     vals = values.ravel().astype(np.float64)
-    order = np.argsort(vals, kind="stable")
-    fits = []
-    for start in (order[len(vals) // 2:], order[:len(vals) - len(vals) // 2]):  # brighter, darker half
-        keep = np.zeros(len(vals), dtype=bool)
-        keep[start] = True
+    keep = start.ravel().copy()
+    coef = np.zeros(len(terms))
+    for degree in (1, 1, 2, 3):
+        n = min((degree + 1) * (degree + 2) // 2, len(terms))
+        if keep.sum() < 2 * n:
+            break
+        a = design[keep, :n]
         coef = np.zeros(len(terms))
-        for degree in (1, 1, 2, 3):
-            n = min((degree + 1) * (degree + 2) // 2, len(terms))
-            if keep.sum() < 2 * n:
-                break
-            a = design[keep, :n]
-            coef = np.zeros(len(terms))
-            coef[:n] = np.linalg.solve(a.T @ a + 1e-9 * np.eye(n), a.T @ vals[keep])
-            resid = np.abs(vals - design @ coef)
-            keep = resid < 2.5 * 1.4826 * _quantiles(resid[keep], (0.5,))[0] + 0.005
+        coef[:n] = np.linalg.solve(a.T @ a + 1e-9 * np.eye(n), a.T @ vals[keep])
         resid = np.abs(vals - design @ coef)
-        fits.append((coef, resid, _quantiles(resid[keep], (0.5,))[0] if keep.any() else np.inf))
-    # paper covers more of the page than ink does: the fit with more blocks on it (same tolerance) wins;
-    # on a tie the tighter fit does, whichever half it started from (so inverting the image changes nothing)
-    limit = 2.5 * 1.4826 * min(spread for _, _, spread in fits) + 0.005
-    coef = max(fits, key=lambda fit: (np.count_nonzero(fit[1] < limit), -fit[2]))[0]
+        keep = resid < 2.5 * 1.4826 * _quantiles(resid[keep], (0.5,))[0] + 0.005
     matrix = np.zeros((4, 4))
     for (i, j), c in zip(terms, coef, strict=True):
         matrix[j, i] = c
-    return matrix
+    fitted = design @ coef
+    resid = np.abs(vals - fitted)
+    spread = _quantiles(resid[keep], (0.5,))[0] if keep.any() else np.inf
+    return matrix, keep.reshape(values.shape), float(spread), fitted.reshape(values.shape)
+
+
+def _fit_surface(values: np.ndarray) -> np.ndarray:
+    """Robust polynomial surface (up to cubic) through a grid of block values, as a 4x4 matrix C with
+    value(x, y) = sum C[j, i] x^i y^j over coordinates in [-1, 1]. Outlying blocks (ink, frames) are
+    dropped iteratively (`_robust_fit`), starting from the brighter half of the blocks and again from the
+    darker half (ink of a bold digit can fill a third of them); the start that ends with more blocks on
+    the surface found the paper."""
+    order = np.argsort(values.ravel(), kind="stable")
+    half = len(order) - len(order) // 2
+    fits = []
+    for start in (order[len(order) // 2:], order[:half]):  # brighter, darker half
+        mask = np.zeros(values.size, dtype=bool)
+        mask[start] = True
+        matrix, _, spread, fitted = _robust_fit(values, mask.reshape(values.shape))
+        fits.append((matrix, np.abs(values.astype(np.float64) - fitted).ravel(), spread))
+    # paper covers more of the page than ink does: the fit with more blocks on it (same tolerance) wins;
+    # on a tie the tighter fit does, whichever half it started from (so inverting the image changes nothing)
+    limit = 2.5 * 1.4826 * min(spread for _, _, spread in fits) + 0.005
+    return max(fits, key=lambda fit: (np.count_nonzero(fit[1] < limit), -fit[2]))[0]
 
 
 @functools.lru_cache(maxsize=64)
@@ -391,14 +405,103 @@ def _surface(matrix: np.ndarray, shape: tuple[int, int], cover: tuple[int, int],
     return (ys @ matrix @ xs.T).astype(np.float32)
 
 
-def _paper(grey: np.ndarray, step: int) -> tuple[np.ndarray, int]:
-    """The paper's level under uneven lighting, and the ink's side of it (-1 darker, +1 lighter).
+def _disk(radius: int) -> np.ndarray:
+    y, x = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return x * x + y * y <= radius * radius
+
+
+def _border_share(mask: np.ndarray) -> float:
+    """The share of the image's edge pixels that lie in `mask`."""
+    on_edge = mask[0].sum() + mask[-1].sum() + mask[:, 0].sum() + mask[:, -1].sum()
+    return float(on_edge) / (2 * (mask.shape[0] + mask.shape[1]))
+
+
+# A hard shadow across the page (`_shadowed_paper`), sizes as fractions of the image's shorter side.
+_SHADE_BLOCKS = 0.05  # each side of the shadow's edge holds at least this share of the paper blocks
+_SHADE_PAPER = 0.6  # and the two sides together this share: the rest is ink
+_SHADE_RATIO = (0.35, 0.9)  # shadowed paper against lit paper; a dark table edge or ink lies below
+_SHADE_BRIGHT = 0.45  # lit paper at least this light: a chalkboard's strokes are no paper
+_SHADE_REGION = 0.08  # radius of the disk that opens each side: strokes vanish, regions stay
+_SHADE_KEPT = 0.5  # share of each side's pixels the opening keeps
+_SHADE_EDGE = 0.05  # share of the image's edge each side reaches: a shadow is cast from outside
+
+
+def _shadowed_paper(grey: np.ndarray, medians: np.ndarray, b: int, step: int, sign: int) -> np.ndarray | None:
+    """The paper's level when a hard-edged shadow (a phone's, a hand's) falls across the page, or None.
+
+    One smooth surface cannot bend round a shadow's sharp edge, so the shadowed side came out as a huge
+    dark blob, read as the digit or cut away with the digit in it as a photo border. Here the block
+    medians split in two (Otsu; once more above the darker class when that was ink or a table edge), a
+    surface is fitted to each side, and the page counts as shadowed only when it looks like it (the
+    `_SHADE_*` limits): two broad paper regions, both reaching the image's edge, one 35-90 % as light as
+    the other. Each pixel then takes its side's level; an ink pixel the side of
+    the nearest paper pixel, so a bold stroke across the edge splits along it. Dark ink only: where the
+    one-surface fit saw light ink (chalk), dark ink must stand out clearly more against the two levels."""
+    low = 0.0
+    for _ in range(2):
+        upper = medians > low
+        cut = _otsu(medians[upper], 1.0)
+        lit_start, dim_start = medians > cut, upper & (medians <= cut)
+        # a cheap look first: most pages have no second paper level reaching the edge at all
+        if min(lit_start.mean(), dim_start.mean()) < _SHADE_BLOCKS or not (
+                _border_share(lit_start) and _border_share(dim_start)):
+            return None
+        if np.median(medians[dim_start]) > 0.95 * np.median(medians[lit_start]):
+            return None
+        lit, lit_blocks, _, _ = _robust_fit(medians, lit_start)
+        dim, dim_blocks, _, _ = _robust_fit(medians, dim_start)
+        only_dim, only_lit = dim_blocks & ~lit_blocks, lit_blocks & ~dim_blocks
+        if min(only_dim.mean(), only_lit.mean()) < _SHADE_BLOCKS or (dim_blocks | lit_blocks).mean() < _SHADE_PAPER:
+            return None
+        bright = float(np.median(medians[only_lit]))
+        ratio = float(np.median(medians[only_dim])) / max(bright, 1e-3)
+        if ratio >= _SHADE_RATIO[0]:
+            break
+        low = cut
+    if not _SHADE_RATIO[0] <= ratio <= _SHADE_RATIO[1] or bright < _SHADE_BRIGHT:
+        return None
+    cover = (medians.shape[0] * b, medians.shape[1] * b)
+    lit_level = _surface(lit, grey.shape, cover)
+    dim_level = np.minimum(_surface(dim, grey.shape, cover), lit_level)
+    smooth = ndi.uniform_filter(grey, 5)
+    paper = smooth >= 0.85 * dim_level
+    darker = smooth < (lit_level + dim_level) / 2
+    if not paper.all():
+        _, (near_y, near_x) = ndi.distance_transform_edt(~paper, return_indices=True)
+        darker = darker[near_y, near_x]
+    darker &= dim_level < 0.9 * lit_level  # not where the darker surface, far from its blocks, meets the other
+    radius = max(2, round(_SHADE_REGION * min(grey.shape)))
+    disk = _disk(radius)
+    shade = ndi.binary_opening(np.pad(darker, radius, mode="edge"), disk)[radius:-radius, radius:-radius]
+    light = ndi.binary_opening(np.pad(~darker, radius, mode="edge"), disk)[radius:-radius, radius:-radius]
+    if (np.count_nonzero(shade & darker & paper) < _SHADE_KEPT * np.count_nonzero(darker & paper)
+            or np.count_nonzero(light) < _SHADE_KEPT * np.count_nonzero(~darker)
+            or min(_border_share(shade), _border_share(light)) < _SHADE_EDGE):
+        return None
+    shade = ndi.binary_dilation(shade)
+    level = np.where(shade, dim_level, lit_level)
+    # Along the edge the light ramps from one level to the other (the penumbra): there the level is the
+    # image's own, kept between the two, so only what is darker than the shadowed paper counts as ink.
+    band = ndi.binary_dilation(shade ^ ndi.binary_erosion(shade), iterations=3)
+    level[band] = np.clip(grey, dim_level, lit_level)[band]
+    if sign > 0:
+        resid = (grey - level)[::step, ::step]
+        limit = 4.0 * _centre_spread(resid)[1] + 0.01
+        tails = [float((np.abs(resid[side]) - limit).sum()) for side in (resid < -limit, resid > limit)]
+        if tails[0] < 1.5 * tails[1]:
+            return None
+    return level.astype(np.float32)
+
+
+def _paper(grey: np.ndarray, step: int) -> tuple[np.ndarray, int, bool]:
+    """The paper's level under uneven lighting, the ink's side of it (-1 darker, +1 lighter), and whether
+    a hard shadow splits the page.
 
     The level is a robust smooth surface through block medians: a block's median is paper unless ink
     fills it, and such blocks are outliers the fit drops. Ink is the heavier tail of the residual beyond
     4 sigma of paper noise, not counting dark photo borders, which would outweigh thin strokes. This
     works for strokes covering well under 1% of the image, where percentiles would see only unevenly lit
-    paper."""
+    paper. A page with a hard shadow across it gets a level per side (`_shadowed_paper`)."""
     medians, b = _block_medians(grey)
     cover = (medians.shape[0] * b, medians.shape[1] * b)
     level = _surface(_fit_surface(medians), grey.shape, cover)
@@ -410,7 +513,11 @@ def _paper(grey: np.ndarray, step: int) -> tuple[np.ndarray, int]:
         if frame is not None:
             side &= ~frame
         tails.append(float((np.abs(resid[side]) - limit).sum()))
-    return level, -1 if tails[0] > tails[1] else 1
+    sign = -1 if tails[0] > tails[1] else 1
+    shadowed = _shadowed_paper(grey, medians, b, step, sign)
+    if shadowed is not None:
+        return shadowed, -1, True
+    return level, sign, False
 
 
 def _thin_pixels(mask: np.ndarray, axis: int) -> np.ndarray:
@@ -774,7 +881,7 @@ def _centre_spread(sample: np.ndarray) -> tuple[float, float]:
 def _ink_from_grey(grey: np.ndarray, scale: tuple[float, float]) -> InkMap:
     """Polarity, lighting, threshold and clean-up of a working-resolution grey image."""
     step = max(1, int(math.sqrt(grey.size / 3000)))  # statistics from a ~3000-pixel grid sample
-    paper, sign = _paper(grey, step)
+    paper, sign, shadowed = _paper(grey, step)
     # Contrast over the range the ink has to move in: down to black from the paper for dark ink (light
     # multiplies paper and ink alike, so this is the same in shadow), up to white for light ink. Exact
     # inverses then give the same ink map, so polarity cannot change what follows.
@@ -827,7 +934,8 @@ def _ink_from_grey(grey: np.ndarray, scale: tuple[float, float]) -> InkMap:
     # Ink stands well above paper noise: thin clean strokes at 6 sigma of the pixels, or thick noisy ones
     # at 8 sigma of the smoothed map (where pure noise peaks at ~5).
     has_ink = level > 0.05 and (level > 3.0 * floor or broad > 8.0 * noise)
-    return InkMap(ink, labels, count, boxes, mass, lines, max(level, floor + 1e-3), floor, scale, has_ink)
+    return InkMap(ink, labels, count, boxes, mass, lines, max(level, floor + 1e-3), floor, scale, has_ink,
+                  shadowed=shadowed)
 
 
 def ink_map(source: ImageSource, region: tuple[int, int, int, int] | None = None,
@@ -883,8 +991,9 @@ def _with_margin(source: ImageSource, ink: InkMap, keep: np.ndarray | None) -> t
     little paper for the lighting fit. A border of paper like the edge's (`_add_paper_margin`; the edge is
     mostly paper even in a tight crop: a digit touches each side at a few points) gives it the margin MNIST
     digits have. Returns the new ink map and its kept labels, or None when the second look finds no digit
-    either."""
-    if ink.has_ink and keep is not None and not _touches_edge(ink, keep):
+    either. Not for a page a shadow crosses: that is a photo of a page, not a tight crop, and a border
+    like its edge would mix the two lights."""
+    if ink.shadowed or (ink.has_ink and keep is not None and not _touches_edge(ink, keep)):
         return None
     padded = ink_map(source, margin=True)
     if not padded.has_ink:

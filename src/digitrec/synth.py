@@ -4,9 +4,9 @@ A model (and `preprocess`) is judged on these instead of on MNIST itself: dark i
 paper, big and off-centre, rotated, thick or hair-thin strokes, uneven light, noise, blur, JPEG, ruled
 paper, a dark photo edge, chalk on a board, transparent canvas exports. A style is a '+'-joined string,
 a base look then effects, e.g. "paper+rotate+lighting+jpeg"; everything is drawn from the caller's rng.
-`box` (a form's cell drawn around the digit), `ring` (the digit circled) and `underline` (a line drawn
-under it) are never drawn by `random_style`, so the fixed sets that the README's figures come from stay as
-they were; ask for them by name.
+`box` (a form's cell drawn around the digit), `ring` (the digit circled), `underline` (a line drawn
+under it) and `shadow` (a hard-edged shadow across the page) are never drawn by `random_style`, so the
+fixed sets that the README's figures come from stay as they were; ask for them by name.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ __all__ = ["BASES", "EFFECTS", "compose_number", "random_style", "render_user_li
 
 BASES = ("paper", "colour", "chalk", "canvas")
 EFFECTS = ("rotate", "thick", "thin", "hairline", "lighting", "noise", "blur", "jpeg", "ruled", "frame", "box",
-           "ring", "underline")
+           "ring", "underline", "shadow")
 _STROKES = ("thick", "thin", "hairline")  # at most one of these
 _DIGITAL = ("rotate", "thick", "thin")  # the only effects a canvas export can have
 
@@ -191,6 +191,20 @@ def _frame(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip((depth - d) * max(height, width), 0.0, 1.0)
 
 
+def _shadow(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A hard-edged shadow (a phone's or a hand's, cast from outside the picture) as a factor on the light:
+    a half-plane whose edge crosses the digit's box in a random direction, 25-55 % darker, with a penumbra
+    of 0.5-3 px per 400 px of image."""
+    height, width = ink.shape
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    cy, cx = rng.uniform(rows[0], rows[-1]), rng.uniform(cols[0], cols[-1])
+    a = rng.uniform(0, 2 * math.pi)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    side = ((x - cx) * math.cos(a) + (y - cy) * math.sin(a) > 0).astype(np.float32)
+    soft = ndi.gaussian_filter(side, rng.uniform(0.5, 3.0) * max(height, width) / 400)
+    return 1.0 - rng.uniform(0.25, 0.55) * soft
+
+
 def render_user_like(digit: np.ndarray, rng: np.random.Generator, style: str | None = None,
                      size: tuple[int, int] | None = None) -> np.ndarray:
     """Turn an MNIST digit (uint8 28x28, white on black) into what a user might upload: uint8 HxW (grey),
@@ -240,6 +254,8 @@ def render_user_like(digit: np.ndarray, rng: np.random.Generator, style: str | N
     if "frame" in effects:
         edge = _frame(height, width, rng)[..., None]
         page = page * (1 - edge) + rng.uniform(0.0, 0.25) * edge
+    if "shadow" in effects:
+        page *= _shadow(ink, rng)[..., None]
     if "lighting" in effects:
         page *= _lighting(height, width, rng)[..., None]
     if "blur" in effects:
