@@ -3,9 +3,9 @@
 MNIST digits are white ink on black, size-normalised to fit a 20x20 box (aspect kept, anti-aliased) and
 pasted into 28x28 with their centre of mass at the centre. Photos, scans and canvas drawings are none of
 that, which is why a model at 99% on MNIST fails on them; this module redoes MNIST's normalisation on real
-input: decode -> grey -> polarity -> flatten lighting -> threshold -> clean (specks, frames, ruled lines,
-boxes, rings and underlines drawn around the digit)
--> pick the digit -> fix stroke weight -> fit 20x20 -> paste by centre of mass.
+input: decode -> grey -> polarity -> flatten lighting (two paper levels across a hard shadow's edge) ->
+threshold -> clean (specks, frames, ruled lines, boxes, rings and underlines drawn around the digit) ->
+pick the digit -> fix stroke weight -> fit 20x20 -> paste by centre of mass.
 
 Everything runs at a small working resolution (big JPEGs are DCT-scaled while decoding), so one phone
 photo takes a few milliseconds; `segment.py` reuses `ink_map` and `normalise` for multi-digit images.
