@@ -340,9 +340,8 @@ def _block_medians(img: np.ndarray) -> tuple[np.ndarray, int]:
 def _robust_fit(values: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
     """A robust polynomial surface (up to cubic) through the block values in `start` (a boolean grid):
     the 4x4 matrix of `_fit_surface`, the blocks it ends with, their median residual and the surface at
-    every block. Outlying blocks
-    are dropped after each fit; the first fits are planes, which cannot bend into a blob of ink, so the
-    blob is gone before the higher degrees that follow vignetting."""
+    every block. Outlying blocks are dropped after each fit; the first fits are planes, which cannot bend
+    into a blob of ink, so the blob is gone before the higher degrees that follow vignetting."""
     terms, design = _design(*values.shape)
     vals = values.ravel().astype(np.float64)
     keep = start.ravel().copy()
@@ -406,6 +405,7 @@ def _surface(matrix: np.ndarray, shape: tuple[int, int], cover: tuple[int, int],
 
 
 def _disk(radius: int) -> np.ndarray:
+    """A round structuring element: an opening by it keeps regions, whatever their direction."""
     y, x = np.mgrid[-radius:radius + 1, -radius:radius + 1]
     return x * x + y * y <= radius * radius
 
@@ -416,7 +416,8 @@ def _border_share(mask: np.ndarray) -> float:
     return float(on_edge) / (2 * (mask.shape[0] + mask.shape[1]))
 
 
-# A hard shadow across the page (`_shadowed_paper`), sizes as fractions of the image's shorter side.
+# A hard shadow across the page (`_shadowed_paper`): shares of the blocks, pixels or image edge; the disk's
+# radius is a fraction of the image's shorter side.
 _SHADE_BLOCKS = 0.05  # each side of the shadow's edge holds at least this share of the paper blocks
 _SHADE_PAPER = 0.6  # and the two sides together this share: the rest is ink
 _SHADE_RATIO = (0.35, 0.9)  # shadowed paper against lit paper; a dark table edge or ink lies below
@@ -434,9 +435,9 @@ def _shadowed_paper(grey: np.ndarray, medians: np.ndarray, b: int, step: int, si
     medians split in two (Otsu; once more above the darker class when that was ink or a table edge), a
     surface is fitted to each side, and the page counts as shadowed only when it looks like it (the
     `_SHADE_*` limits): two broad paper regions, both reaching the image's edge, one 35-90 % as light as
-    the other. Each pixel then takes its side's level; an ink pixel the side of
-    the nearest paper pixel, so a bold stroke across the edge splits along it. Dark ink only: where the
-    one-surface fit saw light ink (chalk), dark ink must stand out clearly more against the two levels."""
+    the other. Each pixel then takes its side's level; an ink pixel the side of the nearest paper pixel,
+    so a bold stroke across the edge splits along it. Dark ink only: where the one-surface fit saw light
+    ink (chalk), dark ink must stand out clearly more against the two levels."""
     low = 0.0
     for _ in range(2):
         upper = medians > low
