@@ -486,12 +486,24 @@ def _shadowed_paper(grey: np.ndarray, medians: np.ndarray, b: int, step: int, si
     band = ndi.binary_dilation(shade ^ ndi.binary_erosion(shade), iterations=3)
     level[band] = np.clip(grey, dim_level, lit_level)[band]
     if sign > 0:
-        resid = (grey - level)[::step, ::step]
-        limit = 4.0 * _centre_spread(resid)[1] + 0.01
-        tails = [float((np.abs(resid[side]) - limit).sum()) for side in (resid < -limit, resid > limit)]
-        if tails[0] < 1.5 * tails[1]:
+        dark, light = _ink_tails(grey[::step, ::step] - level[::step, ::step], frames=False)
+        if dark < 1.5 * light:
             return None
     return level.astype(np.float32)
+
+
+def _ink_tails(resid: np.ndarray, frames: bool = True) -> tuple[float, float]:
+    """How much darker and how much lighter ink a residual (image minus paper level) holds: the mass of
+    each tail beyond 4 sigma of paper noise (+ 2.5 grey levels: DCT-scaled JPEGs can be noiseless). With
+    `frames`, dark photo borders do not count, as they would outweigh thin strokes."""
+    limit = 4.0 * _centre_spread(resid)[1] + 0.01
+    tails = []
+    for side in (resid < -limit, resid > limit):
+        frame = _frames(side) if frames else None
+        if frame is not None:
+            side &= ~frame
+        tails.append(float((np.abs(resid[side]) - limit).sum()))
+    return tails[0], tails[1]
 
 
 def _paper(grey: np.ndarray, step: int) -> tuple[np.ndarray, int, bool]:
@@ -499,22 +511,15 @@ def _paper(grey: np.ndarray, step: int) -> tuple[np.ndarray, int, bool]:
     a hard shadow splits the page.
 
     The level is a robust smooth surface through block medians: a block's median is paper unless ink
-    fills it, and such blocks are outliers the fit drops. Ink is the heavier tail of the residual beyond
-    4 sigma of paper noise, not counting dark photo borders, which would outweigh thin strokes. This
+    fills it, and such blocks are outliers the fit drops. Ink is the heavier tail of the residual
+    (`_ink_tails`). This
     works for strokes covering well under 1% of the image, where percentiles would see only unevenly lit
     paper. A page with a hard shadow across it gets a level per side (`_shadowed_paper`)."""
     medians, b = _block_medians(grey)
     cover = (medians.shape[0] * b, medians.shape[1] * b)
     level = _surface(_fit_surface(medians), grey.shape, cover)
-    resid = grey[::step, ::step] - level[::step, ::step]
-    limit = 4.0 * _centre_spread(resid)[1] + 0.01  # (+ 2.5 grey levels: DCT-scaled JPEGs can be noiseless)
-    tails = []
-    for side in (resid < -limit, resid > limit):
-        frame = _frames(side)
-        if frame is not None:
-            side &= ~frame
-        tails.append(float((np.abs(resid[side]) - limit).sum()))
-    sign = -1 if tails[0] > tails[1] else 1
+    dark, light = _ink_tails(grey[::step, ::step] - level[::step, ::step])
+    sign = -1 if dark > light else 1
     shadowed = _shadowed_paper(grey, medians, b, step, sign)
     if shadowed is not None:
         return shadowed, -1, True
