@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
@@ -565,6 +565,93 @@ def test_pages_without_a_shadow_keep_one_paper_level(mnist_test):
                         ("bold", bold), ("MNIST", digit)]:
         assert not _split_check(image), name
     assert _split_check(_shadowed(page, 30, 0.4))
+
+
+# ------------------------------------------------------------------------ a highlighter across the digit
+
+_DYES = {"yellow": (1.0, 0.95, 0.25), "green": (0.55, 1.0, 0.45), "pink": (1.0, 0.55, 0.8),
+         "orange": (1.0, 0.75, 0.3), "blue": (0.55, 0.85, 1.0)}
+_PENS = {"black": (0.05, 0.05, 0.08), "blue": (0.1, 0.15, 0.6), "red": (0.7, 0.1, 0.1), "green": (0.1, 0.45, 0.15)}
+_SAME_COLOUR = {("green", "green"), ("red", "orange")}  # pen and dye of one hue: no channel parts them
+
+
+def _inked(digit: np.ndarray, pen: tuple[float, float, float], paper: tuple[float, float, float] = (0.95,) * 3,
+           ) -> np.ndarray:
+    """`digit` in `pen`'s colour on `paper` (RGB float, 0-1), 6x on a 300x400 page."""
+    ink = 1.0 - _canvas(digit, 6, 60, 20).astype(np.float32)[..., None] / 255.0
+    return np.asarray(paper, np.float32) * (1.0 - ink) + np.asarray(pen, np.float32) * ink
+
+
+def _highlighted(page: np.ndarray, dye: tuple[float, float, float], at: float = 0.5, thick: float = 0.3,
+                 tilt: float = 0.0) -> np.ndarray:
+    """`page` (RGB float) with a highlighter's band across its ink: `at` of the way down the digit, `thick`
+    of its height, `tilt` degrees off level, from well before the digit to well past it; uint8."""
+    ys, xs = np.nonzero(page.min(axis=2) < 0.5)
+    height = np.ptp(ys) + 1
+    y, x = np.mgrid[0:page.shape[0], 0:page.shape[1]].astype(np.float32)
+    centre = ys.min() + at * height + (x - xs.mean()) * np.tan(np.radians(tilt))
+    band = (np.abs(y - centre) <= thick * height / 2) & (x >= xs.min() - 40) & (x <= xs.max() + 40)
+    band = ndi.gaussian_filter(band.astype(np.float32), 1.0)[..., None]
+    return np.round(page * (1.0 - band * (1.0 - np.asarray(dye, np.float32))) * 255).astype(np.uint8)
+
+
+def test_a_highlighter_across_the_digit_is_cleared(mnist_test, monkeypatch):
+    """A highlighter's band through the digit, in five dyes and four pens: the grey channel showed it as a
+    broad stroke, kept as part of the digit (a 7 with a bar read as 2): 169 of 200 held-out digits in
+    session 28's throwaway check, 195 with `_without_highlighter`. (A band in the pen's own colour, green
+    on green, has no channel that clears it and keeps the pen: a known limit, left out here.)"""
+    pages, references = [], []
+    pairs = [(pen, dye) for pen in _PENS for dye in _DYES if (pen, dye) not in _SAME_COLOUR]
+    for index in range(12):
+        pen, dye = pairs[(7 * index) % len(pairs)]
+        page = _inked(mnist_test.images[index], _PENS[pen])
+        references.append(to_mnist(np.round(page * 255).astype(np.uint8)).image)
+        pages.append(_highlighted(page, _DYES[dye], at=0.3 + 0.04 * index))
+    scores = [max(_corr(s, r) for s in _shifts(to_mnist(p).image)) for p, r in zip(pages, references, strict=True)]
+    assert np.median(scores) > 0.95 and min(scores) > 0.85, scores
+    monkeypatch.setattr(preprocess, "_without_highlighter", lambda *args: None)
+    without = [max(_corr(s, r) for s in _shifts(to_mnist(p).image)) for p, r in zip(pages, references, strict=True)]
+    assert np.median(without) < np.median(scores) - 0.1, without  # the rule is what reads them
+
+
+@settings(max_examples=20, deadline=None)
+@given(index=st.integers(0, 9999), dye=st.sampled_from(sorted(_DYES)), pen=st.sampled_from(sorted(_PENS)),
+       at=st.floats(0.15, 0.85), thick=st.floats(0.2, 0.45), tilt=st.floats(-10, 10))
+def test_highlighter_property(mnist_test, index, dye, pen, at, thick, tilt):
+    """Wherever the band crosses the digit, whatever its dye and the pen's colour, the 28x28 is the
+    unmarked one's."""
+    assume((pen, dye) not in _SAME_COLOUR)
+    page = _inked(mnist_test.images[index], _PENS[pen])
+    reference = to_mnist(np.round(page * 255).astype(np.uint8)).image
+    out = to_mnist(_highlighted(page, _DYES[dye], at, thick, tilt)).image
+    assert max(_corr(s, reference) for s in _shifts(out)) > 0.85
+
+
+def test_coloured_pens_without_a_highlighter_keep_their_grey(mnist_test):
+    """What must not pass for a highlighter: a coloured pen on white or tinted paper (each pen lets one
+    channel through, as a dye does), a grey photo stored as RGB. The grey channel stays the one chosen."""
+    digit = mnist_test.images[0]
+    papers = [(0.95, 0.95, 0.95), (1.0, 0.95, 0.6), (0.75, 0.9, 1.0), (0.95, 0.75, 0.8)]
+    for pen_name, pen in _PENS.items():
+        for paper in papers:
+            rgb = _inked(digit, pen, paper)
+            grey = preprocess._grey(rgb, None)
+            step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 5000)))
+            assert preprocess._without_highlighter(rgb, grey, step) is None, (pen_name, paper)
+    grey_photo = np.repeat(_inked(digit, _PENS["black"])[..., :1], 3, axis=2)
+    grey_photo += np.random.default_rng(0).normal(0, 0.03, grey_photo.shape).astype(np.float32)
+    assert preprocess._without_highlighter(grey_photo, grey_photo.mean(axis=2), 2) is None
+
+
+def test_a_digit_drawn_with_a_marker_is_not_cleared(mnist_test):
+    """A digit written with a highlighter or a light felt-tip itself: there is no dark ink for a band to
+    cross, so the rule leaves it, and the digit is read from the channel that shows it."""
+    digit = mnist_test.images[0]
+    for name, dye in _DYES.items():
+        page = _inked(digit, dye)
+        assert preprocess._without_highlighter(page, page.min(axis=2), 2) is None, name
+        out = to_mnist(np.round(page * 255).astype(np.uint8))
+        assert out.has_ink and _corr(out.image, to_mnist(digit).image) > 0.85, name
 
 
 # ---------------------------------------------------------------------------------------- file formats

@@ -47,7 +47,8 @@ def test_every_effect_renders(mnist_test):
     rng = np.random.default_rng(1)
     for effect in EFFECTS:
         image = render_user_like(mnist_test.images[2], rng, f"paper+{effect}", size=(200, 200))
-        assert image.shape == (200, 200) and image.std() > 5
+        shape = (200, 200, 3) if effect == "highlight" else (200, 200)  # a highlighter's colour is the point
+        assert image.shape == shape and image.std() > 5
 
 
 @pytest.mark.parametrize("effect", ["ring", "underline"])
@@ -78,6 +79,28 @@ def test_shadow_darkens_one_side_of_an_edge_through_the_digit(mnist_test):
         ys, xs = np.nonzero(ink > 0.5)
         box = light[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
         assert box.max() > 0.99 and box.min() < 0.8
+
+
+def test_highlight_is_a_coloured_band_across_the_digit(mnist_test):
+    """The highlighter is a colour factor: 1 off the band; on it, one channel passes nearly whole and
+    another is cut; the band crosses the digit's box. The image comes out in colour, even on grey paper,
+    and a board (chalk) is never highlighted."""
+    rng = np.random.default_rng(8)
+    for index in range(5):
+        ink = synth._place(synth._ink_layer(mnist_test.images[index], 8.0, 0.0, "", rng), 300, 400, rng)
+        light = synth._highlight(ink, rng)
+        assert light.shape == (300, 400, 3) and light.max() > 0.99
+        ys, xs = np.nonzero(ink > 0.5)
+        box = light[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        darkest = box.reshape(-1, 3)[box.min(axis=2).argmin()]
+        assert darkest.max() > 0.9 and darkest.min() < 0.6, darkest
+    paper = render_user_like(mnist_test.images[0], np.random.default_rng(1), "paper+highlight", size=(200, 200))
+    assert paper.ndim == 3 and np.ptp(paper.astype(int), axis=2).max() > 60
+    chalk = render_user_like(mnist_test.images[0], np.random.default_rng(1), "chalk+highlight", size=(200, 200))
+    plain = render_user_like(mnist_test.images[0], np.random.default_rng(1), "chalk", size=(200, 200))
+    assert np.array_equal(chalk, plain)
+    styles = [style for _, _, style in user_like_set(mnist_test.images, mnist_test.labels, 60, 3, ("highlight",))]
+    assert all(("highlight" in s) == s.startswith(("paper", "colour")) for s in styles), styles
 
 
 def test_hairline_is_thin(mnist_test):

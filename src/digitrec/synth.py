@@ -5,8 +5,9 @@ paper, big and off-centre, rotated, thick or hair-thin strokes, uneven light, no
 paper, a dark photo edge, chalk on a board, transparent canvas exports. A style is a '+'-joined string,
 a base look then effects, e.g. "paper+rotate+lighting+jpeg"; everything is drawn from the caller's rng.
 `box` (a form's cell drawn around the digit), `ring` (the digit circled), `underline` (a line drawn
-under it) and `shadow` (a hard-edged shadow across the page) are never drawn by `random_style`, so the
-fixed sets that the README's figures come from stay as they were; ask for them by name.
+under it), `shadow` (a hard-edged shadow across the page) and `highlight` (a highlighter stroke across the
+digit, not on chalk; the image comes out in colour) are never drawn by `random_style`, so the fixed sets
+that the README's figures come from stay as they were; ask for them by name.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ __all__ = ["BASES", "EFFECTS", "compose_number", "random_style", "render_user_li
 
 BASES = ("paper", "colour", "chalk", "canvas")
 EFFECTS = ("rotate", "thick", "thin", "hairline", "lighting", "noise", "blur", "jpeg", "ruled", "frame", "box",
-           "ring", "underline", "shadow")
+           "ring", "underline", "shadow", "highlight")
 _STROKES = ("thick", "thin", "hairline")  # at most one of these
 _DIGITAL = ("rotate", "thick", "thin")  # the only effects a canvas export can have
 
+# highlighter dyes as light transmitted in R, G, B: each passes at least one channel nearly whole
+_HIGHLIGHTERS = np.array([[1.0, 0.95, 0.25], [0.55, 1.0, 0.45], [1.0, 0.55, 0.8], [1.0, 0.75, 0.3],
+                          [0.55, 0.85, 1.0]], dtype=np.float32)
 _INKS = np.array([[0.05, 0.05, 0.08], [0.1, 0.15, 0.6], [0.1, 0.2, 0.75], [0.7, 0.1, 0.1],
                   [0.1, 0.45, 0.15], [0.35, 0.1, 0.45], [0.25, 0.25, 0.25]], dtype=np.float32)
 
@@ -54,7 +58,12 @@ def _parse(style: str) -> tuple[str, set[str]]:
     unknown = {base} - set(BASES) | set(effects) - set(EFFECTS)
     if unknown:
         raise ValueError(f"unknown style part(s) {sorted(unknown)}; bases {BASES}, effects {EFFECTS}")
-    return base, set(effects)
+    return base, _drawable(base, set(effects))
+
+
+def _drawable(base: str, effects: set[str]) -> set[str]:
+    """`effects` less those that make no sense on `base`: nobody highlights a blackboard."""
+    return effects - {"highlight"} if base == "chalk" else effects
 
 
 def _ink_layer(digit: np.ndarray, scale: float, angle: float, stroke: str, rng: np.random.Generator,
@@ -205,6 +214,24 @@ def _shadow(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 1.0 - rng.uniform(0.25, 0.55) * soft
 
 
+def _highlight(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A highlighter stroke across the digit as a colour factor on the page (HxWx3): a band 20-45 % of the
+    digit's height, within 10 degrees of level, from before the digit to past it, in one of five dyes."""
+    height, width = ink.shape
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    tall = rows[-1] - rows[0] + 1
+    cy = rng.uniform(rows[0] + 0.1 * tall, rows[-1] - 0.1 * tall)
+    half = rng.uniform(0.1, 0.225) * tall
+    x0 = cols[0] - rng.uniform(0.1, 1.0) * tall
+    x1 = cols[-1] + rng.uniform(0.1, 1.0) * tall
+    slope = math.tan(math.radians(rng.uniform(-10, 10)))
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    band = ((np.abs(y - cy - (x - (x0 + x1) / 2) * slope) <= half) & (x >= x0) & (x <= x1)).astype(np.float32)
+    band = ndi.gaussian_filter(band, max(0.5, max(height, width) / 400))[..., None]
+    dye = _HIGHLIGHTERS[rng.integers(len(_HIGHLIGHTERS))] * rng.uniform(0.95, 1.0)
+    return 1.0 - band * (1.0 - dye)
+
+
 def render_user_like(digit: np.ndarray, rng: np.random.Generator, style: str | None = None,
                      size: tuple[int, int] | None = None) -> np.ndarray:
     """Turn an MNIST digit (uint8 28x28, white on black) into what a user might upload: uint8 HxW (grey),
@@ -232,11 +259,11 @@ def render_user_like(digit: np.ndarray, rng: np.random.Generator, style: str | N
         rgba[..., 3] = np.round(ink * 255)
         return rgba
 
-    colour = base == "colour"
+    colour = base == "colour" or "highlight" in effects
     if base == "chalk":
         paper = np.full(3, rng.uniform(0.05, 0.3), dtype=np.float32) * (1, rng.uniform(1.0, 1.3), 1)
         pen = np.full(3, rng.uniform(0.75, 1.0), dtype=np.float32)
-    elif colour:
+    elif base == "colour":
         paper = rng.uniform(0.6, 1.0, 3).astype(np.float32)
         pen = _INKS[rng.integers(len(_INKS))] * rng.uniform(0.7, 1.2)
     else:
@@ -256,6 +283,8 @@ def render_user_like(digit: np.ndarray, rng: np.random.Generator, style: str | N
         page = page * (1 - edge) + rng.uniform(0.0, 0.25) * edge
     if "shadow" in effects:
         page *= _shadow(ink, rng)[..., None]
+    if "highlight" in effects:
+        page *= _highlight(ink, rng)
     if "lighting" in effects:
         page *= _lighting(height, width, rng)[..., None]
     if "blur" in effects:
@@ -287,7 +316,7 @@ def user_like_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int, add
         style = random_style(rng)
         base, effects = _parse(style)
         if add and base != "canvas":
-            effects |= set(add)
+            effects = _drawable(base, effects | set(add))
             style = "+".join([base, *sorted(effects)])
         jpeg = "jpeg" in effects
         pixels = render_user_like(images[i], rng, "+".join([base, *sorted(effects - {"jpeg"})]))
