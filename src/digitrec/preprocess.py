@@ -956,9 +956,106 @@ def _centre_spread(sample: np.ndarray) -> tuple[float, float]:
     return centre, 1.4826 * float(_quantiles(np.abs(sample - centre), (0.5,))[0])
 
 
+_SHEET_SIDE = 48  # smaller images (MNIST's own, thumbnails) are never a photo of a sheet on a desk
+_SHEET_SHARE = (0.05, 0.85)  # a sheet (a note, a card) covers this share of the photo; more is a frame
+_SHEET_CONTRAST = 0.2  # its paper at least this much lighter than the desk around it
+_SHEET_INK = (0.002, 0.3)  # share of the sheet its ink covers
+_SHEET_SOLID = 0.93  # area against its convex hull's: a sheet's outline is convex...
+_SHEET_SQUARE = 0.88  # ...and straight: area against the smallest rotated rectangle round it (an ellipse: 0.79)
+_DESK_EDGE = 0.5  # the desk covers this much of the image's edge at least, the sheet's outline at most
+_DESK_EMPTY = (0.8, 0.002)  # at most this share of the desk is darker than it by this share of the contrast
+
+
+def _rectangle_fill(outline: np.ndarray) -> tuple[float, float]:
+    """(convex hull area, smallest rotated rectangle area) of a point set: rotating calipers over the hull."""
+    from scipy.spatial import ConvexHull  # only for pages that got this far
+
+    hull = ConvexHull(outline)
+    corners = outline[hull.vertices]
+    best = math.inf
+    for edge in np.diff(np.vstack([corners, corners[:1]]), axis=0):
+        length = math.hypot(*edge)
+        if length > 0:
+            u = edge / length
+            along, across = corners @ u, corners @ np.array([-u[1], u[0]])
+            best = min(best, float(np.ptp(along) * np.ptp(across)))
+    return float(hull.volume), best
+
+
+def _spans(mask: np.ndarray) -> np.ndarray:
+    """`mask` filled between its first and last pixel along every row and along every column (both): a
+    convex region with its holes and notches filled, even where ink meets its edge (hole filling leaks
+    there)."""
+    def along_rows(m: np.ndarray) -> np.ndarray:
+        first = m.argmax(axis=1)
+        last = m.shape[1] - 1 - m[:, ::-1].argmax(axis=1)
+        index = np.arange(m.shape[1])
+        return (index >= first[:, None]) & (index <= last[:, None]) & m.any(axis=1)[:, None]
+
+    return along_rows(mask) & along_rows(mask.T).T
+
+
+def _sheet(grey: np.ndarray, step: int) -> np.ndarray | None:
+    """The pixels of a light sheet (a sticky note, a card, a slip of paper) lying on a darker desk that
+    surrounds it, or None. The desk is then most of the picture's "paper" and the sheet passed for light
+    ink, with the digit a hole in it (23 of 100 held-out digits on a note read right, in session 29's
+    throwaway check). A sheet is the largest light region, filled (`_spans`: the ink inside it): 5 % to
+    85 % of the image, clearly lighter than the desk, convex with straight sides, holding some ink but
+    mostly paper; the desk covers half the image's edge, and holds no ink (the dark side of a shadow
+    across a digit does)."""
+    if min(grey.shape) < _SHEET_SIDE:
+        return None
+    sample = grey[::step, ::step]
+    threshold = _otsu(sample, 1.0)
+    if not _SHEET_SHARE[0] <= np.mean(sample > threshold) <= _SHEET_SHARE[1]:
+        return None  # a page that fills the photo, nearly always: nothing more to look at
+    light = grey > threshold
+    if np.mean(~np.concatenate([light[0], light[-1], light[:, 0], light[:, -1]])) < _DESK_EDGE:
+        return None
+    if float(np.median(sample[sample > threshold]) - np.median(sample[sample <= threshold])) < _SHEET_CONTRAST:
+        return None  # the two classes are lit and unlit paper, not a sheet and a desk
+    labels, count = ndi.label(light)
+    if count == 0:
+        return None
+    sheet = _spans(labels == int(np.bincount(labels.ravel())[1:].argmax()) + 1)
+    if not _SHEET_SHARE[0] <= np.mean(sheet) <= _SHEET_SHARE[1]:
+        return None
+    desk = ~sheet
+    paper, desk_level = float(np.median(grey[sheet & light])), float(np.median(grey[desk]))
+    contrast = paper - desk_level
+    if contrast < _SHEET_CONTRAST or not _SHEET_INK[0] <= np.mean(~light[sheet]) <= _SHEET_INK[1]:
+        return None
+    edge = np.concatenate([desk[0], desk[-1], desk[:, 0], desk[:, -1]])
+    if np.mean(edge) < _DESK_EDGE or np.mean(grey[desk] < desk_level - _DESK_EMPTY[0] * contrast) > _DESK_EMPTY[1]:
+        return None
+    ys, xs = np.nonzero(sheet & ~ndi.binary_erosion(sheet, border_value=0))
+    h, w = grey.shape
+    if len(ys) < 8 or np.mean((ys <= 1) | (xs <= 1) | (ys >= h - 2) | (xs >= w - 2)) > _DESK_EDGE:
+        return None  # a region bounded mostly by the image's edge: the lit side of a shadow, not a sheet
+    if (ys.min() <= 1 and ys.max() >= h - 2) or (xs.min() <= 1 and xs.max() >= w - 2):
+        return None  # from edge to edge of the photo: no desk on either side, so more likely a lit band
+    hull, rectangle = _rectangle_fill(np.stack([ys, xs], axis=1).astype(np.float64))
+    area = float(np.count_nonzero(sheet))
+    return sheet if area >= _SHEET_SOLID * hull and area >= _SHEET_SQUARE * rectangle else None
+
+
+def _desk_cleared(grey: np.ndarray, sheet: np.ndarray) -> np.ndarray:
+    """`grey` with the desk round `sheet` painted over by the sheet's paper: each desk pixel (and the
+    sheet's outermost 2 px, where its edge blends into the desk) takes the value of the nearest pixel
+    inside, after a 5x5 maximum that lifts ink from the sheet's edge, so the page looks like paper
+    filling the photo."""
+    inner = ndi.binary_erosion(sheet, iterations=2)
+    lifted = ndi.maximum_filter(grey, size=5)
+    rows, cols = ndi.distance_transform_edt(~inner, return_distances=False, return_indices=True)
+    return np.where(inner, grey, lifted[rows, cols]).astype(np.float32)
+
+
 def _ink_from_grey(grey: np.ndarray, scale: tuple[float, float]) -> InkMap:
     """Polarity, lighting, threshold and clean-up of a working-resolution grey image."""
     step = max(1, int(math.sqrt(grey.size / 3000)))  # statistics from a ~3000-pixel grid sample
+    sheet = _sheet(grey, step)
+    if sheet is not None:
+        grey = _desk_cleared(grey, sheet)
     paper, sign, shadowed = _paper(grey, step)
     # Contrast over the range the ink has to move in: down to black from the paper for dark ink (light
     # multiplies paper and ink alike, so this is the same in shadow), up to white for light ink. Exact

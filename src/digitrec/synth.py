@@ -5,8 +5,9 @@ paper, big and off-centre, rotated, thick or hair-thin strokes, uneven light, no
 paper, a dark photo edge, chalk on a board, transparent canvas exports. A style is a '+'-joined string,
 a base look then effects, e.g. "paper+rotate+lighting+jpeg"; everything is drawn from the caller's rng.
 `box` (a form's cell drawn around the digit), `ring` (the digit circled), `underline` (a line drawn
-under it), `shadow` (a hard-edged shadow across the page) and `highlight` (a highlighter stroke across the
-digit, not on chalk; the image comes out in colour) are never drawn by `random_style`, so the fixed sets
+under it), `shadow` (a hard-edged shadow across the page), `highlight` (a highlighter stroke across the
+digit, not on chalk; the image comes out in colour) and `sheet` (the page a note or card lying on a darker
+desk; neither on chalk) are never drawn by `random_style`, so the fixed sets
 that the README's figures come from stay as they were; ask for them by name.
 """
 
@@ -24,7 +25,7 @@ __all__ = ["BASES", "EFFECTS", "compose_number", "random_style", "render_user_li
 
 BASES = ("paper", "colour", "chalk", "canvas")
 EFFECTS = ("rotate", "thick", "thin", "hairline", "lighting", "noise", "blur", "jpeg", "ruled", "frame", "box",
-           "ring", "underline", "shadow", "highlight")
+           "ring", "underline", "shadow", "highlight", "sheet")
 _STROKES = ("thick", "thin", "hairline")  # at most one of these
 _DIGITAL = ("rotate", "thick", "thin")  # the only effects a canvas export can have
 
@@ -62,8 +63,8 @@ def _parse(style: str) -> tuple[str, set[str]]:
 
 
 def _drawable(base: str, effects: set[str]) -> set[str]:
-    """`effects` less those that make no sense on `base`: nobody highlights a blackboard."""
-    return effects - {"highlight"} if base == "chalk" else effects
+    """`effects` less those that make no sense on `base`: nobody highlights a blackboard or lays it on a desk."""
+    return effects - {"highlight", "sheet"} if base == "chalk" else effects
 
 
 def _ink_layer(digit: np.ndarray, scale: float, angle: float, stroke: str, rng: np.random.Generator,
@@ -214,6 +215,31 @@ def _shadow(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 1.0 - rng.uniform(0.25, 0.55) * soft
 
 
+def _sheet(ink: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A sheet of paper (a sticky note, a card) smaller than the photo, lying on a desk: its mask (HxW, 1
+    on the sheet), a rectangle round the digit with 15-80 % of the ink's half-size to spare on each axis
+    (and at least 70 % as long on one as on the other),
+    shifted within that room, turned up to 20 degrees, often cut by the photo's edge; and the desk's light
+    (HxW), 15-60 % of white with a wood grain."""
+    height, width = ink.shape
+    ys, xs = np.nonzero(ink > 0.05)
+    cy, cx = float(ys.mean()), float(xs.mean())
+    a = math.radians(rng.uniform(-20, 20))
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    u = (x - cx) * math.cos(a) + (y - cy) * math.sin(a)  # the sheet's own axes
+    v = (y - cy) * math.cos(a) - (x - cx) * math.sin(a)
+    reach_u, reach_v = float(np.abs(u[ys, xs]).max()), float(np.abs(v[ys, xs]).max())
+    side = 0.7 * max(reach_u, reach_v)  # a note is not a strip, even round a 1
+    half_u, half_v = max(reach_u, side) * rng.uniform(1.15, 1.8), max(reach_v, side) * rng.uniform(1.15, 1.8)
+    shift_u, shift_v = rng.uniform(-1, 1) * (half_u - reach_u), rng.uniform(-1, 1) * (half_v - reach_v)
+    inside = (np.abs(u - shift_u) <= half_u) & (np.abs(v - shift_v) <= half_v)
+    mask = ndi.gaussian_filter(inside.astype(np.float32), max(0.5, max(height, width) / 500))
+    grain = ndi.gaussian_filter(rng.standard_normal((height, width)).astype(np.float32),
+                                (max(height, width) / 400, max(height, width) / 30))
+    desk = rng.uniform(0.15, 0.6) * (1.0 + 0.1 * grain / max(float(grain.std()), 1e-6))
+    return mask, desk.astype(np.float32)
+
+
 def _highlight(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A highlighter stroke across the digit as a colour factor on the page (HxWx3): a band 20-45 % of the
     digit's height, within 10 degrees of level, from before the digit to past it, in one of five dyes."""
@@ -245,11 +271,12 @@ def render_user_like(digit: np.ndarray, rng: np.random.Generator, style: str | N
         size = (max(16, round(long / max(aspect, 1))), max(16, round(long * min(aspect, 1))))
     height, width = size
     # MNIST's 20 px box -> this many px; a digit that is circled or underlined leaves room on the page
-    scale = rng.uniform(0.35, 0.6 if effects & {"ring", "underline"} else 0.8) * min(height, width) / 20
+    scale = rng.uniform(0.35, 0.5 if "sheet" in effects else 0.6 if effects & {"ring", "underline"} else 0.8
+                        ) * min(height, width) / 20
     angle = rng.uniform(-12, 12) if "rotate" in effects else 0.0
     stroke = next((e for e in _STROKES if e in effects), "")
     # a ring or an underline needs room around the digit: people draw them where there is some
-    room = 0.15 if effects & {"ring", "underline"} else 0.04
+    room = 0.25 if "sheet" in effects else 0.15 if effects & {"ring", "underline"} else 0.04
     ink = _place(_ink_layer(digit, scale, angle, stroke, rng), height, width, rng, room)
     for effect, draw in (("ring", _ring), ("underline", _underline)):
         if effect in effects:
@@ -278,6 +305,10 @@ def render_user_like(digit: np.ndarray, rng: np.random.Generator, style: str | N
         page = page * (1 - cell) + rng.uniform(0.05, 0.5) * cell
     ink3 = ink[..., None]
     page = page * (1 - ink3) + pen * ink3
+    if "sheet" in effects:
+        sheet, desk = _sheet(ink, rng)
+        wood = np.array([1.0, 0.78, 0.55] if colour else [1.0, 1.0, 1.0], dtype=np.float32)
+        page = page * sheet[..., None] + (desk[..., None] * wood) * (1.0 - sheet[..., None])
     if "frame" in effects:
         edge = _frame(height, width, rng)[..., None]
         page = page * (1 - edge) + rng.uniform(0.0, 0.25) * edge
