@@ -654,6 +654,84 @@ def test_a_digit_drawn_with_a_marker_is_not_cleared(mnist_test):
         assert out.has_ink and _corr(out.image, to_mnist(digit).image) > 0.85, name
 
 
+# ------------------------------------------------------------------------------- a note lying on a desk
+
+
+def _on_desk(page: np.ndarray, angle: float, desk: float, spare: float = 1.4, shift: float = 0.0) -> np.ndarray:
+    """`page` (grey, 0-255) cut down to a note round its ink (`spare` times the ink's half-size, at least 70 %
+    as long on one side as the other, moved `shift` of the room it has to spare), turned `angle` degrees,
+    on a desk of level `desk` (0-1) with a grain."""
+    ys, xs = np.nonzero(page < 128)
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    y, x = np.mgrid[0:page.shape[0], 0:page.shape[1]].astype(np.float32)
+    a = np.radians(angle)
+    u, v = (x - cx) * np.cos(a) + (y - cy) * np.sin(a), (y - cy) * np.cos(a) - (x - cx) * np.sin(a)
+    reach_u, reach_v = np.abs(u[ys, xs]).max(), np.abs(v[ys, xs]).max()
+    side = 0.7 * max(reach_u, reach_v)
+    half_u, half_v = max(reach_u, side) * spare, max(reach_v, side) * spare
+    inside = (np.abs(u - shift * (half_u - reach_u)) <= half_u) & (np.abs(v - shift * (half_v - reach_v)) <= half_v)
+    note = ndi.gaussian_filter(inside.astype(np.float32), 0.7)
+    grain = ndi.gaussian_filter(np.random.default_rng(0).standard_normal(page.shape).astype(np.float32), (1, 12))
+    wood = 255 * desk * (1 + 0.1 * grain / grain.std())
+    return np.round(np.clip(page * note + wood * (1 - note), 0, 255)).astype(np.uint8)
+
+
+def test_a_note_on_a_desk_is_read_as_paper(mnist_test, monkeypatch):
+    """A digit on a sticky note or a card lying on a darker desk: the desk was most of the picture's paper,
+    so the note passed for light ink and the digit for a hole in it (23 of 100 held-out digits read right
+    in session 29's throwaway check, 198 of 200 with `_sheet`)."""
+    pages, references = [], []
+    for index in range(12):
+        page = _canvas(mnist_test.images[index], 6, 120, 60)
+        references.append(to_mnist(page).image)
+        pages.append(_on_desk(page, angle=-20 + 3.5 * index, desk=0.2 + 0.03 * index, spare=1.2 + 0.05 * index,
+                              shift=(-1) ** index * 0.7))
+    scores = [max(_corr(s, r) for s in _shifts(to_mnist(p).image)) for p, r in zip(pages, references, strict=True)]
+    assert np.median(scores) > 0.95 and min(scores) > 0.85, scores
+    monkeypatch.setattr(preprocess, "_sheet", lambda *args: None)
+    without = [max(_corr(s, r) for s in _shifts(to_mnist(p).image)) for p, r in zip(pages, references, strict=True)]
+    assert np.median(without) < np.median(scores) - 0.1, without  # the rule is what reads them
+
+
+@settings(max_examples=20, deadline=None)
+@given(index=st.integers(0, 9999), angle=st.floats(-20, 20), desk=st.floats(0.15, 0.55), spare=st.floats(1.2, 1.8),
+       shift=st.floats(-0.7, 0.7))
+def test_note_on_a_desk_property(mnist_test, index, angle, desk, spare, shift):
+    """However the note is turned and placed round the digit (with some paper round the ink: a stroke that
+    runs into the note's edge cuts the note's outline, a known limit), on a darker desk the 28x28 is the
+    one the digit gives on a page that fills the photo."""
+    page = _canvas(mnist_test.images[index], 6, 120, 60)
+    out = to_mnist(_on_desk(page, angle, desk, spare, shift)).image
+    assert max(_corr(s, to_mnist(page).image) for s in _shifts(out)) > 0.85
+
+
+def _sheet_check(image: np.ndarray) -> bool:
+    """Whether `_sheet` takes `image` (grey, 0-255) for a sheet on a desk."""
+    grey, _, _ = preprocess._decode(image, preprocess._WORK_SIDE)
+    return preprocess._sheet(grey, max(1, int(np.sqrt(grey.size / 3000)))) is not None
+
+
+def test_pages_that_are_no_sheet_on_a_desk(mnist_test):
+    """What a sheet must not be taken for: a page that fills the photo, a dark table edge along it, a hard
+    shadow across it (its lit side is bounded by the photo's edge and the digit crosses into the dark
+    side), chalk on a board (a ring of chalk, a bold stroke), MNIST itself."""
+    digit = mnist_test.images[0]
+    page = _canvas(digit, 6, 120, 60)
+    table = page.copy()
+    table[:, :90] = 40
+    board = np.full((300, 400), 40, dtype=np.uint8)
+    ring = board.copy()
+    yy, xx = np.mgrid[0:300, 0:400]
+    ring[np.abs(np.hypot((yy - 150) / 90, (xx - 200) / 60) - 1) < 0.12] = 230  # a chalk 0
+    stroke = board.copy()
+    stroke[60:240, 180:215] = 230  # a bold chalk 1
+    for name, image in [("plain", page), ("table edge", table), ("shadow", _shadowed(page, 0, 0.55)),
+                        ("diagonal shadow", _shadowed(page, 30, 0.5)), ("chalk 0", ring), ("chalk 1", stroke),
+                        ("MNIST", digit)]:
+        assert not _sheet_check(image), name
+    assert _sheet_check(_on_desk(page, 10, 0.3))
+
+
 # ---------------------------------------------------------------------------------------- file formats
 
 

@@ -103,6 +103,20 @@ def test_highlight_is_a_coloured_band_across_the_digit(mnist_test):
     assert all(("highlight" in s) == s.startswith(("paper", "colour")) for s in styles), styles
 
 
+def test_sheet_lies_round_the_digit_on_a_darker_desk(mnist_test):
+    """The sheet holds all the digit's ink with room to spare, the desk round it is 15-60 % of white, and
+    chalk boards are never laid on a desk."""
+    rng = np.random.default_rng(9)
+    for index in range(5):
+        ink = synth._place(synth._ink_layer(mnist_test.images[index], 6.0, 0.0, "", rng), 300, 400, rng, 0.25)
+        sheet, desk = synth._sheet(ink, rng)
+        assert sheet[ink > 0.05].min() > 0.9 and 0.05 < sheet.mean() < 0.95  # within its edge's blur
+        assert 0.1 < float(np.median(desk)) < 0.65
+    chalk = render_user_like(mnist_test.images[0], np.random.default_rng(1), "chalk+sheet", size=(200, 200))
+    assert np.array_equal(chalk, render_user_like(mnist_test.images[0], np.random.default_rng(1), "chalk",
+                                                  size=(200, 200)))
+
+
 def test_hairline_is_thin(mnist_test):
     digit = mnist_test.images[3]
     normal = render_user_like(digit, np.random.default_rng(2), "paper", size=(800, 800))
