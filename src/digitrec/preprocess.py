@@ -302,7 +302,7 @@ def _without_highlighter(pixels: np.ndarray, grey: np.ndarray, step: int) -> np.
         candidate = _brightest(sample, channels)
         level = _brightest(np.stack(papers, axis=2), channels)
         contrast = 1.0 - candidate[ink] / np.maximum(level[ink], 1e-3)
-        if ink.any() and np.mean(contrast >= _INK_KEPT[0] * ink_contrast) < _INK_KEPT[1]:
+        if np.mean(contrast >= _INK_KEPT[0] * ink_contrast) < _INK_KEPT[1]:
             continue  # this set would wash out a coloured pen's strokes
         area = float(np.mean(marked & (candidate > (1.0 - _CLEARED) * level)))
         if area >= best_area:
@@ -1010,7 +1010,7 @@ def _sheet(grey: np.ndarray, step: int) -> np.ndarray | None:
     if not _SHEET_SHARE[0] <= np.mean(sample > threshold) <= _SHEET_SHARE[1]:
         return None  # a page that fills the photo, nearly always: nothing more to look at
     light = grey > threshold
-    if np.mean(~np.concatenate([light[0], light[-1], light[:, 0], light[:, -1]])) < _DESK_EDGE:
+    if _border_share(~light) < _DESK_EDGE:
         return None
     if float(np.median(sample[sample > threshold]) - np.median(sample[sample <= threshold])) < _SHEET_CONTRAST:
         return None  # the two classes are lit and unlit paper, not a sheet and a desk
@@ -1025,8 +1025,8 @@ def _sheet(grey: np.ndarray, step: int) -> np.ndarray | None:
     contrast = paper - desk_level
     if contrast < _SHEET_CONTRAST or not _SHEET_INK[0] <= np.mean(~light[sheet]) <= _SHEET_INK[1]:
         return None
-    edge = np.concatenate([desk[0], desk[-1], desk[:, 0], desk[:, -1]])
-    if np.mean(edge) < _DESK_EDGE or np.mean(grey[desk] < desk_level - _DESK_EMPTY[0] * contrast) > _DESK_EMPTY[1]:
+    inked_desk = np.mean(grey[desk] < desk_level - _DESK_EMPTY[0] * contrast)
+    if _border_share(desk) < _DESK_EDGE or inked_desk > _DESK_EMPTY[1]:
         return None
     ys, xs = np.nonzero(sheet & ~ndi.binary_erosion(sheet, border_value=0))
     h, w = grey.shape
