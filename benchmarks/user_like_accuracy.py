@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--method", default="auto", choices=["auto", "reader", "fused", "segment"],
                         help="read_number's method for the composed numbers (auto: fused when a reader is bundled)")
     parser.add_argument("--add-effect", action="append", default=[],
-                        choices=["box", "ring", "underline", "shadow", "highlight", "sheet", "ruled", "frame"],
+                        choices=["box", "ring", "underline", "shadow", "highlight", "sheet", "glare", "ruled", "frame"],
                         help="draw this effect on every digit that is not a canvas export (repeatable)")
     parser.add_argument("--digits", choices=["test", "held-out"], default="test",
                         help="render MNIST's test digits (final figures) or the held-out training digits (choosing)")

@@ -117,6 +117,26 @@ def test_sheet_lies_round_the_digit_on_a_darker_desk(mnist_test):
                                                   size=(200, 200)))
 
 
+def test_glare_lightens_round_the_digit(mnist_test):
+    """The glare adds light (0.15-0.5 of white at its peak, in linear light) in a spot centred on the digit's
+    box, so a rendering with it is nowhere darker than without, and lighter on the digit; the image stays
+    grey on grey paper, and a board (chalk) never has it."""
+    rng = np.random.default_rng(10)
+    for index in range(5):
+        ink = synth._place(synth._ink_layer(mnist_test.images[index], 6.0, 0.0, "", rng), 300, 400, rng)
+        light = synth._glare(ink, rng)
+        ys, xs = np.nonzero(ink > 0.5)
+        assert 0.15 <= light.max() <= 0.5 and light.min() >= 0
+        peak = np.unravel_index(light.argmax(), light.shape)
+        assert ys.min() <= peak[0] <= ys.max() and xs.min() <= peak[1] <= xs.max()
+    digit = mnist_test.images[0]
+    plain = render_user_like(digit, np.random.default_rng(1), "paper", size=(200, 200)).astype(int)
+    glared = render_user_like(digit, np.random.default_rng(1), "paper+glare", size=(200, 200)).astype(int)
+    assert glared.ndim == 2 and (glared >= plain).all() and (glared - plain)[plain < 128].max() > 40
+    chalk = render_user_like(digit, np.random.default_rng(1), "chalk+glare", size=(200, 200))
+    assert np.array_equal(chalk, render_user_like(digit, np.random.default_rng(1), "chalk", size=(200, 200)))
+
+
 def test_hairline_is_thin(mnist_test):
     digit = mnist_test.images[3]
     normal = render_user_like(digit, np.random.default_rng(2), "paper", size=(800, 800))

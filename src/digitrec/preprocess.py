@@ -564,6 +564,57 @@ def _shadowed_paper(grey: np.ndarray, medians: np.ndarray, b: int, step: int, si
     return level.astype(np.float32)
 
 
+# Glare on glossy paper (`_without_glare`): the closing's side is a share of the image's shorter side.
+_GLARE_CLOSE = 0.15  # wider than a stroke of any digit that fits the image, so the closing fills the ink
+_GLARE_OPEN = 3  # px at half size: an opening first takes off what is thin and bright (JPEG's ringing along a stroke)
+_GLARE_VEIL = 0.15  # a veil lifts the paper at least this share of its way to white...
+_GLARE_LIFT = 0.04  # ...and at least this much
+_GLARE_ROOM = 0.05  # where the paper is this far from white at least: glare on white paper cannot be seen
+_GLARE_AREA = (0.002, 0.4)  # share of the image the veiled paper covers
+_GLARE_EDGE = 0.5  # share of a veiled region's outline on the image's edge at most: a lit side reaches it
+_GLARE_FLOOR = 0.15  # the veil is taken off by 1 / this at most
+
+
+def _without_glare(grey: np.ndarray, paper: np.ndarray, step: int) -> np.ndarray | None:
+    """`grey` with the glare of a lamp on glossy paper taken off, or None when there is none.
+
+    Reflected light adds to the page before the camera's gamma, so under it paper turns white and the ink
+    light grey: the fitted `paper` level cannot bend up into a small spot, the ink there fell under the
+    threshold, and the digit lost the strokes under the spot (191 of 200 held-out digits read right in
+    session 28's throwaway check). Glare is modelled as a veil v: what was darkness d (1 - grey) is now
+    d (1 - v). The paper's own level near each pixel (an opening, then a closing wider than the strokes)
+    against the fitted level gives v, and the darkness is divided by 1 - v where the veiled paper forms
+    regions that lie inside the picture (the lit side of a soft shadow reaches its edge)."""
+    # The veil is smooth, so it is found at half size (a quarter of the cost on every page without glare).
+    h, w = grey.shape[0] // 2, grey.shape[1] // 2
+    small = (grey[0:2 * h:2, 0:2 * w:2] + grey[1::2, 1::2][:h, :w] + grey[0:2 * h:2, 1::2][:, :w]
+             + grey[1::2, 0:2 * w:2][:h]) / 4  # slices: _block_mean's reshape costs 5x more here
+    level = paper[0:2 * h:2, 0:2 * w:2]
+    k = max(3, round(_GLARE_CLOSE * min(h, w)) | 1)
+    near = ndi.minimum_filter(ndi.maximum_filter(ndi.maximum_filter(ndi.minimum_filter(
+        small, _GLARE_OPEN), _GLARE_OPEN), k, mode="nearest"), k, mode="nearest")  # opening, then closing
+    lift = ndi.uniform_filter(near, k) - level
+    lift -= float(np.median(lift[::step, ::step]))  # the opening and closing lean towards the noise's peaks
+    room = np.maximum(1.0 - level, 0.02)
+    veil = np.clip(lift / room, 0.0, 0.95)
+    glare = (veil > _GLARE_VEIL) & (lift > _GLARE_LIFT) & (room >= _GLARE_ROOM)
+    if not glare.any():
+        return None
+    labels, count = ndi.label(glare)
+    outline = labels[glare & ~ndi.binary_erosion(glare, border_value=0)]
+    edge = np.zeros_like(glare)
+    edge[[0, -1], :] = edge[:, [0, -1]] = True
+    on_edge = np.bincount(labels[glare & edge], minlength=count + 1)
+    inside = on_edge <= _GLARE_EDGE * np.bincount(outline, minlength=count + 1)
+    inside[0] = False
+    glare = inside[labels]
+    if not _GLARE_AREA[0] <= glare.mean() <= _GLARE_AREA[1]:
+        return None
+    veil = np.where(ndi.binary_dilation(glare), veil, 0.0).repeat(2, axis=0).repeat(2, axis=1)
+    veil = ndi.gaussian_filter(np.pad(veil, [(0, grey.shape[0] - 2 * h), (0, grey.shape[1] - 2 * w)], mode="edge"), 2)
+    return np.clip(1.0 - (1.0 - grey) / np.maximum(1.0 - veil, _GLARE_FLOOR), 0.0, 1.0).astype(np.float32)
+
+
 def _ink_tails(resid: np.ndarray, frames: bool = True) -> tuple[float, float]:
     """How much darker and how much lighter ink a residual (image minus paper level) holds: the mass of
     each tail beyond 4 sigma of paper noise (+ 2.5 grey levels: DCT-scaled JPEGs can be noiseless). With
@@ -1057,6 +1108,10 @@ def _ink_from_grey(grey: np.ndarray, scale: tuple[float, float]) -> InkMap:
     if sheet is not None:
         grey = _desk_cleared(grey, sheet)
     paper, sign, shadowed = _paper(grey, step)
+    if sign < 0 and not shadowed and min(scale) >= 1.0 and min(grey.shape) >= _SHEET_SIDE:
+        unveiled = _without_glare(grey, paper, step)
+        if unveiled is not None:
+            grey = unveiled
     # Contrast over the range the ink has to move in: down to black from the paper for dark ink (light
     # multiplies paper and ink alike, so this is the same in shadow), up to white for light ink. Exact
     # inverses then give the same ink map, so polarity cannot change what follows.

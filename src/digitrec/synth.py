@@ -6,8 +6,9 @@ paper, a dark photo edge, chalk on a board, transparent canvas exports. A style 
 a base look then effects, e.g. "paper+rotate+lighting+jpeg"; everything is drawn from the caller's rng.
 `box` (a form's cell drawn around the digit), `ring` (the digit circled), `underline` (a line drawn
 under it), `shadow` (a hard-edged shadow across the page), `highlight` (a highlighter stroke across the
-digit, not on chalk; the image comes out in colour) and `sheet` (the page a note or card lying on a darker
-desk; neither on chalk) are never drawn by `random_style`, so the fixed sets
+digit, not on chalk; the image comes out in colour), `sheet` (the page a note or card lying on a darker
+desk) and `glare` (a lamp's reflection on glossy paper over part of the digit; none of these three on
+chalk) are never drawn by `random_style`, so the fixed sets
 that the README's figures come from stay as they were; ask for them by name.
 """
 
@@ -25,7 +26,7 @@ __all__ = ["BASES", "EFFECTS", "compose_number", "random_style", "render_user_li
 
 BASES = ("paper", "colour", "chalk", "canvas")
 EFFECTS = ("rotate", "thick", "thin", "hairline", "lighting", "noise", "blur", "jpeg", "ruled", "frame", "box",
-           "ring", "underline", "shadow", "highlight", "sheet")
+           "ring", "underline", "shadow", "highlight", "sheet", "glare")
 _STROKES = ("thick", "thin", "hairline")  # at most one of these
 _DIGITAL = ("rotate", "thick", "thin")  # the only effects a canvas export can have
 
@@ -64,7 +65,7 @@ def _parse(style: str) -> tuple[str, set[str]]:
 
 def _drawable(base: str, effects: set[str]) -> set[str]:
     """`effects` less those that make no sense on `base`: nobody highlights a blackboard or lays it on a desk."""
-    return effects - {"highlight", "sheet"} if base == "chalk" else effects
+    return effects - {"highlight", "sheet", "glare"} if base == "chalk" else effects
 
 
 def _ink_layer(digit: np.ndarray, scale: float, angle: float, stroke: str, rng: np.random.Generator,
@@ -258,6 +259,23 @@ def _highlight(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 1.0 - band * (1.0 - dye)
 
 
+def _glare(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A lamp's or a window's reflection on glossy paper (HxW): light added to the page in linear light,
+    peaking at 0.15-0.5 of white, an ellipse with semi-axes of 15-45 % of the digit's height, turned at
+    random, centred on the digit's box, with a soft shoulder. Added before the camera's gamma, it washes
+    out what lies under it: paper turns white and ink light grey."""
+    height, width = ink.shape
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    tall = rows[-1] - rows[0] + 1
+    cy, cx = rng.uniform(rows[0], rows[-1]), rng.uniform(cols[0], cols[-1])
+    ry, rx = rng.uniform(0.15, 0.45, 2) * tall
+    a = rng.uniform(0, math.pi)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    u = ((x - cx) * math.cos(a) + (y - cy) * math.sin(a)) / rx
+    v = ((y - cy) * math.cos(a) - (x - cx) * math.sin(a)) / ry
+    return (rng.uniform(0.15, 0.5) * np.exp(-((u * u + v * v) ** 1.5))).astype(np.float32)
+
+
 def render_user_like(digit: np.ndarray, rng: np.random.Generator, style: str | None = None,
                      size: tuple[int, int] | None = None) -> np.ndarray:
     """Turn an MNIST digit (uint8 28x28, white on black) into what a user might upload: uint8 HxW (grey),
@@ -318,6 +336,8 @@ def render_user_like(digit: np.ndarray, rng: np.random.Generator, style: str | N
         page *= _highlight(ink, rng)
     if "lighting" in effects:
         page *= _lighting(height, width, rng)[..., None]
+    if "glare" in effects:  # after the light falls on the page, before the camera's gamma (2.2)
+        page = (np.clip(page, 0.0, 1.0) ** 2.2 + _glare(ink, rng)[..., None]) ** (1 / 2.2)
     if "blur" in effects:
         page = ndi.gaussian_filter(page, (rng.uniform(0.5, 1.5) * max(height, width) / 300,) * 2 + (0,))
     if "noise" in effects:
