@@ -64,7 +64,9 @@ def _parse(style: str) -> tuple[str, set[str]]:
 
 
 def _drawable(base: str, effects: set[str]) -> set[str]:
-    """`effects` less those that make no sense on `base`: nobody highlights a blackboard or lays it on a desk."""
+    """`effects` less those that make no sense on `base`: nobody highlights a blackboard or lays it on a desk,
+    and glare on a board (light strokes going lighter still) is left out with them: `preprocess` takes glare
+    off dark ink only, a known limit."""
     return effects - {"highlight", "sheet", "glare"} if base == "chalk" else effects
 
 
