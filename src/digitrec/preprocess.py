@@ -573,9 +573,11 @@ _GLARE_ROOM = 0.05  # where the paper is this far from white at least: glare on 
 _GLARE_AREA = (0.002, 0.4)  # share of the image the veiled paper covers
 _GLARE_EDGE = 0.5  # share of a veiled region's outline on the image's edge at most: a lit side reaches it
 _GLARE_FLOOR = 0.15  # the veil is taken off by 1 / this at most
+_GLARE_INKED = 0.3  # where the glare was taken for light ink: share of the veiled region darker than veiled paper
 
 
-def _without_glare(grey: np.ndarray, paper: np.ndarray, step: int) -> np.ndarray | None:
+def _without_glare(grey: np.ndarray, paper: np.ndarray, step: int, mostly_paper: bool = False,
+                   ) -> np.ndarray | None:
     """`grey` with the glare of a lamp on glossy paper taken off, or None when there is none.
 
     Reflected light adds to the page before the camera's gamma, so under it paper turns white and the ink
@@ -584,7 +586,9 @@ def _without_glare(grey: np.ndarray, paper: np.ndarray, step: int) -> np.ndarray
     session 28's throwaway check). Glare is modelled as a veil v: what was darkness d (1 - grey) is now
     d (1 - v). The paper's own level near each pixel (an opening, then a closing wider than the strokes)
     against the fitted level gives v, and the darkness is divided by 1 - v where the veiled paper forms
-    regions that lie inside the picture (the lit side of a soft shadow reaches its edge)."""
+    regions that lie inside the picture (the lit side of a soft shadow reaches its edge). With
+    `mostly_paper` (the page looked like light ink), a region must also be mostly lit paper, as glare is:
+    the closing bridges chalk strokes too, and between them lies dark board."""
     # The veil is smooth, so it is found at half size (a quarter of the cost on every page without glare).
     h, w = grey.shape[0] // 2, grey.shape[1] // 2
     small = (grey[0:2 * h:2, 0:2 * w:2] + grey[1::2, 1::2][:h, :w] + grey[0:2 * h:2, 1::2][:, :w]
@@ -610,6 +614,8 @@ def _without_glare(grey: np.ndarray, paper: np.ndarray, step: int) -> np.ndarray
     glare = inside[labels]
     if not _GLARE_AREA[0] <= glare.mean() <= _GLARE_AREA[1]:
         return None
+    if mostly_paper and np.mean(small[glare] < (level + lift / 2)[glare]) > _GLARE_INKED:
+        return None  # the closing bridged light strokes: between them lies dark board, not veiled paper
     veil = np.where(ndi.binary_dilation(glare), veil, 0.0).repeat(2, axis=0).repeat(2, axis=1)
     veil = ndi.gaussian_filter(np.pad(veil, [(0, grey.shape[0] - 2 * h), (0, grey.shape[1] - 2 * w)], mode="edge"), 2)
     return np.clip(1.0 - (1.0 - grey) / np.maximum(1.0 - veil, _GLARE_FLOOR), 0.0, 1.0).astype(np.float32)
@@ -1108,8 +1114,13 @@ def _ink_from_grey(grey: np.ndarray, scale: tuple[float, float]) -> InkMap:
     if sheet is not None:
         grey = _desk_cleared(grey, sheet)
     paper, sign, shadowed = _paper(grey, step)
-    if sign < 0 and not shadowed and min(scale) >= 1.0 and min(grey.shape) >= _SHEET_SIDE:
-        unveiled = _without_glare(grey, paper, step)
+    if not shadowed and min(scale) >= 1.0 and min(grey.shape) >= _SHEET_SIDE:
+        unveiled = _without_glare(grey, paper, step, mostly_paper=sign > 0)
+        if unveiled is not None and sign > 0:
+            # A bright spot outweighed faint dark ink (a fine pen) and passed for light ink: with the glare
+            # off, dark ink must outweigh what is left of it.
+            dark, light = _ink_tails(unveiled[::step, ::step] - paper[::step, ::step])
+            unveiled, sign = (unveiled, -1) if dark > light else (None, sign)
         if unveiled is not None:
             grey = unveiled
     # Contrast over the range the ink has to move in: down to black from the paper for dark ink (light
