@@ -1114,7 +1114,7 @@ def _ink_from_grey(grey: np.ndarray, scale: tuple[float, float]) -> InkMap:
     if sheet is not None:
         grey = _desk_cleared(grey, sheet)
     paper, sign, shadowed = _paper(grey, step)
-    if not shadowed and min(scale) >= 1.0 and min(grey.shape) >= _SHEET_SIDE:
+    if not shadowed and min(scale) >= 1.0 and min(grey.shape) >= _SHEET_SIDE:  # no thumbnails, as for sheets
         unveiled = _without_glare(grey, paper, step, mostly_paper=sign > 0)
         if unveiled is not None and sign > 0:
             # A bright spot outweighed faint dark ink (a fine pen) and passed for light ink: with the glare
