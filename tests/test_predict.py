@@ -12,7 +12,7 @@ import pytest
 from clirun import run_cli
 from PIL import Image
 
-from digitrec import NumberReading, Prediction, Recognizer
+from digitrec import NumberReading, Prediction, Recognizer, preprocess
 from digitrec.data import load_dataset
 from digitrec.errors import ImageError
 from digitrec.synth import compose_number, encode, render_user_like, user_like_set
@@ -63,7 +63,7 @@ def test_user_like_accuracy(rec, test_set):
 SHADOW_FLOOR = 0.88  # measured: 0.927 with `_shadowed_paper`, 0.767 without it (session 28)
 HIGHLIGHT_FLOOR = 0.90  # measured: 0.947 with `_without_highlighter`, 0.833 without it (session 29)
 SHEET_FLOOR = 0.90  # measured: 0.953 with `_sheet`, 0.487 without it (session 29)
-GLARE_FLOOR = 0.90  # measured: 0.953 with `_without_glare`, 0.833 without it (session 30)
+GLARE_FLOOR = 0.90  # measured: 0.947 with `_without_glare`, 0.833 without it (session 30)
 
 
 @pytest.mark.parametrize("effect, floor", [("ring", 0.93), ("underline", 0.95), ("shadow", SHADOW_FLOOR),
@@ -120,6 +120,26 @@ def test_read_number(rec, test_set):
     assert hits >= 17
     blank = rec.read_number(np.zeros((50, 200), np.uint8))
     assert blank.text == "" and blank.unsure
+
+
+def test_read_number_under_glare(rec, test_set, monkeypatch):
+    """A row of digits photographed with a lamp's reflection over one or two of them: rows go through the
+    same ink map as single digits, so the glare rule keeps the strokes under the spot. Measured with these
+    rows: 15 of 20 read exactly with the rule, 2 without it, 19 of the same rows without glare."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for _ in range(20):
+        strip, text = compose_number(test_set.images, test_set.labels, rng, n_digits=5, user_like=True)
+        page = strip.astype(np.float32) / 255
+        ys, xs = np.nonzero(page < 0.5)
+        cy, cx = ys.mean(), rng.uniform(xs.min(), xs.max())
+        yy, xx = np.mgrid[0:page.shape[0], 0:page.shape[1]]
+        spot = 0.45 * np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (0.35 * np.ptp(ys)) ** 2) ** 1.5)
+        rows.append((np.round(np.clip((page ** 2.2 + spot) ** (1 / 2.2), 0, 1) * 255).astype(np.uint8), text))
+    hits = sum(rec.read_number(image).text == text for image, text in rows)
+    assert hits >= 13, hits
+    monkeypatch.setattr(preprocess, "_without_glare", lambda *args, **kwargs: None)
+    assert sum(rec.read_number(image).text == text for image, text in rows) <= hits - 5
 
 
 def test_bad_images_raise_image_error(rec, tmp_path):
