@@ -127,7 +127,7 @@ def random_flag(x: torch.Tensor, labels: torch.Tensor, generator: torch.Generato
     """Give a random share `p` of the 1s the flag (an up-stroke from the top, down to the left) that most
     writers outside the US draw, and a third of those a foot. Why: MNIST's 1s are nearly all bare
     strokes, so a model trained on them reads a flagged 1 as a 7 (the commonest confusion on handwriting
-    fonts, docs/experiments.md). The flag leaves the top at 20-65 degrees below the horizontal, 25-50 % of
+    fonts, docs/experiments.md). The flag leaves the top at 30-65 degrees below the horizontal, 25-50 % of
     the digit's height long; a 7's bar is near-horizontal and as wide as the digit."""
     n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
     dev, dtype = x.device, x.dtype
@@ -136,7 +136,7 @@ def random_flag(x: torch.Tensor, labels: torch.Tensor, generator: torch.Generato
         return torch.rand(n, device=dev, generator=generator, dtype=dtype) * (hi - lo) + lo
 
     draw = uniform(0, 1)
-    angle = uniform(20, 65) * (math.pi / 180)
+    angle = uniform(30, 65) * (math.pi / 180)
     length = uniform(0.25, 0.5)
     width = uniform(1.5, 2.5)
     foot, foot_half = uniform(0, 1), uniform(0.2, 0.35)
