@@ -497,6 +497,10 @@ _SHADE_BRIGHT = 0.45  # lit paper at least this light: a chalkboard's strokes ar
 _SHADE_REGION = 0.08  # radius of the disk that opens each side: strokes vanish, regions stay
 _SHADE_KEPT = 0.5  # share of each side's pixels the opening keeps
 _SHADE_EDGE = 0.05  # share of the image's edge each side reaches: a shadow is cast from outside
+# A shadow is looked for only in photo-sized images: a thumbnail enlarged (an 8x8 digit set's, upsampled here
+# or by the user to 64 px) has soft grey stroke edges that pass for a second paper level (47 and 69 of the
+# 1,797 UCI digits in `benchmarks/real_handwriting.py`'s two dark-on-white forms were split, session 32).
+_SHADE_SIDE = 70  # shorter side, working px; the smallest user-like page (100 px long, 1.4:1) keeps 71
 
 
 def _shadowed_paper(grey: np.ndarray, medians: np.ndarray, b: int, step: int, sign: int) -> np.ndarray | None:
@@ -635,7 +639,7 @@ def _ink_tails(resid: np.ndarray, frames: bool = True) -> tuple[float, float]:
     return tails[0], tails[1]
 
 
-def _paper(grey: np.ndarray, step: int) -> tuple[np.ndarray, int, bool]:
+def _paper(grey: np.ndarray, step: int, shadows: bool = True) -> tuple[np.ndarray, int, bool]:
     """The paper's level under uneven lighting, the ink's side of it (-1 darker, +1 lighter), and whether
     a hard shadow splits the page.
 
@@ -643,13 +647,13 @@ def _paper(grey: np.ndarray, step: int) -> tuple[np.ndarray, int, bool]:
     fills it, and such blocks are outliers the fit drops. Ink is the heavier tail of the residual
     (`_ink_tails`). This
     works for strokes covering well under 1% of the image, where percentiles would see only unevenly lit
-    paper. A page with a hard shadow across it gets a level per side (`_shadowed_paper`)."""
+    paper. With `shadows`, a page with a hard shadow across it gets a level per side (`_shadowed_paper`)."""
     medians, b = _block_medians(grey)
     cover = (medians.shape[0] * b, medians.shape[1] * b)
     level = _surface(_fit_surface(medians), grey.shape, cover)
     dark, light = _ink_tails(grey[::step, ::step] - level[::step, ::step])
     sign = -1 if dark > light else 1
-    shadowed = _shadowed_paper(grey, medians, b, step, sign)
+    shadowed = _shadowed_paper(grey, medians, b, step, sign) if shadows else None
     if shadowed is not None:
         return shadowed, -1, True
     return level, sign, False
@@ -1113,7 +1117,7 @@ def _ink_from_grey(grey: np.ndarray, scale: tuple[float, float]) -> InkMap:
     sheet = _sheet(grey, step) if min(scale) >= 1.0 else None  # an upsampled thumbnail is no photo
     if sheet is not None:
         grey = _desk_cleared(grey, sheet)
-    paper, sign, shadowed = _paper(grey, step)
+    paper, sign, shadowed = _paper(grey, step, shadows=min(scale) >= 1.0 and min(grey.shape) >= _SHADE_SIDE)
     if not shadowed and min(scale) >= 1.0 and min(grey.shape) >= _SHEET_SIDE:  # no thumbnails, as for sheets
         unveiled = _without_glare(grey, paper, step, mostly_paper=sign > 0)
         if unveiled is not None and sign > 0:
