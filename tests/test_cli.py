@@ -112,11 +112,29 @@ def test_data_info_and_show(tmp_path):
     (["train", "--device", "tpu"], ["--device"], 2),
     (["evaluate", "--checkpoint", "/nonexistent/model.json"], ["/nonexistent/model", "no such checkpoint"], 1),
     (["data", "info", "--dataset", "nope"], ["unknown dataset 'nope'"], 2),
+    # a size of 0 builds a module that fails only in its first step: caught when the model is built
+    (["train", "--model", "fast", "--arch", "c1=0"], ["cannot be built", "'c1': 0"], 2),
+    # no bundled model by that name is a usage error (2), as a bad --model value of `train` is
+    (["evaluate", "--model", "fast"], ["no bundled model 'fast'", "distilled"], 2),
+    (["predict", "--model", "bogus", "digit.png"], ["no bundled model 'bogus'", "distilled"], 2),
 ])
 def test_bad_arguments(args, fragments, code, tmp_path):
     proc = run_cli(*args, "--out", str(tmp_path / "o")) if args[0] == "train" else run_cli(*args)
     assert_one_line_error(proc, *fragments, code=code)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*"))
+
+
+def test_an_out_that_cannot_be_written_fails_before_the_work(tmp_path):
+    """`--out` naming a file where a folder goes (or the other way round) fails at once, with one line,
+    not after the training it was to hold; the file is left as it was."""
+    taken = tmp_path / "notes.png"
+    taken.write_bytes(b"mine")
+    for args in (["train", "--model", "fast"], ["train-reader", "--steps", "1"]):
+        proc = run_cli(*args, "--out", str(taken))
+        assert_one_line_error(proc, f"--out {taken}", "exists and is not a folder", code=2)
+    proc = run_cli("data", "show", "--out", str(tmp_path))
+    assert_one_line_error(proc, f"--out {tmp_path}", "is a folder", code=2)
+    assert taken.read_bytes() == b"mine" and sorted(tmp_path.iterdir()) == [taken]
 
 
 def test_missing_data_dir_offline(tmp_path):

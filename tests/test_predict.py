@@ -293,3 +293,16 @@ def test_predict_workers_across_uneven_chunks_and_failing_workers(rec, big_folde
             main(["predict", str(big_folder), "--json", "--model", "best"])
         assert exited.value.code == 1
         _same_records([json.loads(line) for line in capsys.readouterr().out.splitlines()], want)
+
+
+def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch):
+    """The README's Python API example, run verbatim (a new user copies it first): it draws its own 7 and
+    row of digits, so it needs no file of the reader's."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md (Python API)", "exec"), namespace)
+    assert namespace["p"].digit == 7 and not namespace["p"].unsure
+    assert namespace["number"].text == "417" and len(namespace["number"].digits) == 3

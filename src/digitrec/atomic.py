@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from digitrec.errors import UsageError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -36,6 +38,33 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def writable_folder(path: str | os.PathLike, option: str = "--out") -> Path:
+    """`path` as a folder digitrec can write into, created if missing. Checked before the work, so a long
+    run cannot end in an error about where to put its result; a UsageError naming `option` otherwise."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {folder}: cannot write there ({exc.strerror or exc})") from None
+    return folder
+
+
+def writable_file(path: str | os.PathLike, option: str = "--out") -> Path:
+    """`path` as a file digitrec can write (its folder created if missing), checked as `writable_folder`."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise UsageError(f"{option} {target}: is a folder; give a file name")
+    try:
+        writable_folder(target.parent, option)
+    except UsageError as exc:
+        raise UsageError(f"{option} {target}: {str(exc).split(': ', 1)[1]}") from None
+    return target
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

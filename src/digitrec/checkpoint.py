@@ -24,7 +24,7 @@ from torch import nn
 
 from digitrec import __version__
 from digitrec.atomic import atomic_write_bytes, atomic_write_text
-from digitrec.errors import CheckpointError
+from digitrec.errors import CheckpointError, UnknownModelError
 from digitrec.models import build_model, get_spec
 
 BUNDLED = ("distilled", "best", "ensemble", "fast")  # in order of preference for the default
@@ -154,7 +154,7 @@ def bundled(name: str = "best") -> Checkpoint:
     if not card.exists():
         available = sorted(p.stem for p in bundled_dir().glob("*.json")
                            if read_card(p).get("bundled", True))
-        raise CheckpointError(f"no bundled model {name!r}; bundled: {', '.join(available) or 'none'}")
+        raise UnknownModelError(f"no bundled model {name!r}; bundled: {', '.join(available) or 'none'}")
     return load(card)
 
 

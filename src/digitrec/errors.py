@@ -17,5 +17,9 @@ class CheckpointError(DigitrecError):
     """A checkpoint or model card cannot be read or does not match."""
 
 
+class UnknownModelError(CheckpointError, UsageError):
+    """No bundled model has that name: a checkpoint problem to the API, a usage error (exit 2) to the CLI."""
+
+
 class ImageError(DigitrecError):
     """An input image cannot be decoded or is unusable."""

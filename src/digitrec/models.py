@@ -8,6 +8,7 @@ This module knows no data files and no training loop.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,9 +154,17 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     spec = get_spec(name)
     check_arch(name, kwargs)
     try:
-        return spec.build(**kwargs)
+        with warnings.catch_warnings():  # torch's own note on a size of 0, before the error below
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            model = spec.build(**kwargs)
+        if kwargs:  # a size of 0 builds, then fails in the first step: try one digit through it now
+            model.eval()
+            with torch.no_grad():
+                model(torch.zeros(1, 1, 28, 28))
+            model.train()
+        return model
     except (TypeError, ValueError, RuntimeError) as e:
-        raise UsageError(f"model {name!r} cannot be built with {kwargs}: {e}") from None
+        raise UsageError(f"model {name!r} cannot be built with {kwargs}: {str(e).splitlines()[0]}") from None
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from digitrec import checkpoint
+from digitrec.atomic import writable_folder
 from digitrec.augment import AUGMENTATIONS, augment_batch
 from digitrec.data import load_dataset
 from digitrec.data.extra import load_extra_digits
@@ -295,6 +296,7 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     train = load_dataset("mnist", "train", data_dir)
+    out = writable_folder(out)  # checked before the work, after the data (no empty folder on a data error)
     fit_idx, val_idx = validation_split(len(train.images), config.held_out, config.held_out_split)  # not seeded
     t0 = time.perf_counter()
     pool_images, pool_labels = train.images[fit_idx], train.labels[fit_idx]

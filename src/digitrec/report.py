@@ -17,7 +17,6 @@ import html
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 
 from digitrec import __version__, plots
 from digitrec import checkpoint as ckpt
-from digitrec.atomic import atomic_write_text
+from digitrec.atomic import atomic_write_text, writable_folder
 from digitrec.data import Dataset, get_spec, load_dataset
 from digitrec.errors import CheckpointError, UsageError
 from digitrec.inference import pick_device, predict_logits
@@ -116,19 +115,6 @@ def pca_2d(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return points, ratio
 
 
-def _prepare_out(out: str | os.PathLike) -> Path:
-    path = Path(out).expanduser()
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {path}: exists and is not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"--out {path}: cannot write there ({exc.strerror or exc})") from None
-    return path
-
-
 def _load(checkpoint: str | os.PathLike | None, model: str | None) -> ckpt.Checkpoint:
     if checkpoint is not None and model is not None:
         raise UsageError("give --checkpoint or --model, not both")
@@ -197,7 +183,7 @@ def build_report(out: str | os.PathLike, checkpoint: str | os.PathLike | None = 
             loaded = _load(checkpoint, model)
             name = dataset or loaded.card.get("dataset", "mnist")
             spec = get_spec(name)
-            out_dir = _prepare_out(out)
+            out_dir = writable_folder(out)
             dev = pick_device(device)
             if dev.type == "cuda" and not torch.cuda.is_available():
                 raise UsageError("--device cuda: no CUDA GPU is available")

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from digitrec import checkpoint
-from digitrec.atomic import atomic_open
+from digitrec.atomic import atomic_open, writable_folder
 from digitrec.augment import AUGMENTATIONS, augment_batch
 from digitrec.data import Dataset, load_dataset
 from digitrec.data.extra import load_extra_digits
@@ -259,11 +259,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if config.threads:
         torch.set_num_threads(config.threads)
-    out_stem = Path(config.out.format(model=config.model, dataset=config.dataset, seed=config.seed)) / "model"
 
     # --- data: the whole split on the device as uint8 (47 MB for MNIST) --------------------------
     train_data = load_dataset(config.dataset, "train", config.data_dir, config.offline, config.progress)
     test_data = load_dataset(config.dataset, "test", config.data_dir, config.offline, config.progress)
+    # checked before the work (and after the data, so a missing dataset leaves no empty folder behind)
+    out = config.out.format(model=config.model, dataset=config.dataset, seed=config.seed)
+    out_stem = writable_folder(out) / "model"
     train_idx, val_idx = split_validation(train_data, config.val, config.seed, config.val_split)
     x_all = torch.from_numpy(train_data.images).unsqueeze(1).to(device)
     y_all = torch.from_numpy(train_data.labels).to(device)

@@ -1,7 +1,7 @@
 """The `digitrec` command line. Thin: parse, call the library, print.
 
-Errors the user can fix (DigitrecError, bad flags) become one line on stderr and a non-zero exit:
-2 for usage errors, 1 for everything else. Never a traceback.
+Errors the user can fix (DigitrecError, bad flags, OS errors such as a full disk) become one line on stderr
+and a non-zero exit: 2 for usage errors, 1 for everything else. Never a traceback.
 """
 
 from __future__ import annotations
@@ -52,5 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         print("digitrec: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        return 1
+    except OSError as exc:  # a disk filling up, a folder vanishing mid-run: still one line, naming the file
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"digitrec: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0

@@ -50,9 +50,11 @@ def info(dataset, data_dir, offline, json_out) -> None:
 @options.offline
 def show(out, dataset, split, n, seed, data_dir, offline) -> None:
     """Write a grid of sample images with their labels."""
+    from digitrec.atomic import writable_file
     from digitrec.data import load_dataset
     from digitrec.plots import save_digit_grid
 
+    writable_file(out)
     d = load_dataset(dataset, split, data_dir, offline)
     idx = np.random.default_rng(seed).choice(len(d), size=min(n, len(d)), replace=False)
     save_digit_grid(out, d.images[idx], [d.classes[label] for label in d.labels[idx]],

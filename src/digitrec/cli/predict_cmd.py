@@ -138,7 +138,8 @@ def _prepared_results(rec, files: list[str], prefetch: _Prefetch) -> list:
 @app.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--checkpoint", type=click.Path(), default=None, help="Checkpoint; default: the bundled model.")
-@click.option("--model", default=None, help="Bundled model: distilled (the default), best, ensemble or fast.")
+@click.option("--model", default=None,
+              help="Bundled model: distilled (the default), best, ensemble (or one of its members, ensemble-1 to -7).")
 @click.option("--top-k", type=click.IntRange(1, 10), default=None, help="Also list the K most likely digits.")
 @click.option("--multi", is_flag=True, help="Each image holds several digits in a row: read them all.")
 @click.option("--tta/--no-tta", default=None, help="Test-time augmentation: 5x the compute (default: off).")

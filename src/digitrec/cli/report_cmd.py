@@ -14,7 +14,7 @@ from digitrec.cli import app, options
 @click.option("--checkpoint", type=click.Path(), default=None,
               help="Checkpoint (.json, .safetensors or folder); default: the bundled model.")
 @click.option("--model", default=None,
-              help="Bundled model to report on: distilled (the default), best, ensemble or fast.")
+              help="Bundled model to report on: distilled (the default), best, ensemble, ensemble-1 to -7.")
 @click.option("--dataset", default=None, help="Test set to use (mnist or fashion-mnist); default: the "
                                                "checkpoint's dataset.")
 @options.data_dir

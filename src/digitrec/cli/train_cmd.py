@@ -110,7 +110,8 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
 @app.command()
 @click.option("--checkpoint", type=click.Path(), default=None,
               help="Checkpoint (.json, .safetensors or folder); default: the bundled model.")
-@click.option("--model", default=None, help="Bundled model to evaluate: best (the default), distilled, ensemble, fast.")
+@click.option("--model", default=None,
+              help="Bundled model to evaluate: best (the default), distilled, ensemble, ensemble-1 to -7.")
 @click.option("--dataset", default=None, help="Default: the checkpoint's dataset.")
 @click.option("--tta/--no-tta", default=None, help="Default: as the checkpoint was evaluated.")
 @options.device
