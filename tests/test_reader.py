@@ -320,7 +320,7 @@ def test_train_reader_on_a_digit_models_trunk(tmp_path):
 
 def test_train_reader_bad_trunk(tmp_path):
     assert_one_line_error(run_cli("train-reader", "--trunk", "nonesuch", "--out", str(tmp_path)), "nonesuch",
-                          code=1)
+                          code=2)  # no bundled model by that name: a usage error
     assert_one_line_error(run_cli("train-reader", "--trunk", "ensemble", "--out", str(tmp_path)), "ensemble",
                           code=2)
     assert_one_line_error(run_cli("train-reader", "--trunk", str(tmp_path / "no.json"), "--out", str(tmp_path)),
