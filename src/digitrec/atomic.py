@@ -40,18 +40,20 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def writable_folder(path: str | os.PathLike, option: str = "--out") -> Path:
+def writable_folder(path: str | os.PathLike, option: str = "--out", shown: Path | None = None) -> Path:
     """`path` as a folder digitrec can write into, created if missing. Checked before the work, so a long
-    run cannot end in an error about where to put its result; a UsageError naming `option` otherwise."""
+    run cannot end in an error about where to put its result; otherwise a UsageError naming `option` and
+    `shown` (default: the folder)."""
     folder = Path(path).expanduser()
+    name = f"{option} {shown or folder}"
     if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{option} {folder}: exists and is not a folder")
+        raise UsageError(f"{name}: " + (f"{folder} is not a folder" if shown else "exists and is not a folder"))
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise UsageError(f"{option} {folder}: cannot write there ({exc.strerror or exc})") from None
+        raise UsageError(f"{name}: cannot write there ({exc.strerror or exc})") from None
     return folder
 
 
@@ -60,10 +62,7 @@ def writable_file(path: str | os.PathLike, option: str = "--out") -> Path:
     target = Path(path).expanduser()
     if target.is_dir():
         raise UsageError(f"{option} {target}: is a folder; give a file name")
-    try:
-        writable_folder(target.parent, option)
-    except UsageError as exc:
-        raise UsageError(f"{option} {target}: {str(exc).split(': ', 1)[1]}") from None
+    writable_folder(target.parent, option, shown=target)
     return target
 
 
