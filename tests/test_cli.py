@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import shutil
@@ -117,6 +118,7 @@ def test_data_info_and_show(tmp_path):
     # no bundled model by that name is a usage error (2), as a bad --model value of `train` is
     (["evaluate", "--model", "fast"], ["no bundled model 'fast'", "distilled"], 2),
     (["predict", "--model", "bogus", "digit.png"], ["no bundled model 'bogus'", "distilled"], 2),
+    (["demo", "--models", " , "], ["--models", "at least one model"], 2),  # was a ValueError
 ])
 def test_bad_arguments(args, fragments, code, tmp_path):
     proc = run_cli(*args, "--out", str(tmp_path / "o")) if args[0] == "train" else run_cli(*args)
@@ -189,12 +191,15 @@ def test_help_and_version():
 
 
 def test_ensemble_training_and_evaluation(tmp_path):
+    tensorboard = ["--tensorboard", str(tmp_path / "tb")] if importlib.util.find_spec("tensorboard") else []
     proc = run_cli("train", "--model", "mlp", "--epochs", "1", "--batch-size", "512", "--ensemble", "2",
-                   "--no-progress", "--json", "--out", str(tmp_path / "ens"))
+                   "--no-progress", "--json", "--out", str(tmp_path / "ens"), *tensorboard)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["model"] == "ensemble" and result["members"] == 2
     assert (tmp_path / "ens" / "seed0" / "model.json").exists() and (tmp_path / "ens" / "seed1" / "model.json").exists()
+    if tensorboard:  # one log folder per member, so their curves can be told apart
+        assert all(list((tmp_path / "tb" / f"seed{s}").glob("events.out.tfevents.*")) for s in (0, 1))
     evaluated = run_cli("evaluate", "--checkpoint", result["checkpoint"], "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["accuracy"] == result["test_accuracy"]

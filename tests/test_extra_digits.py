@@ -68,6 +68,10 @@ def test_load_extra_digits_rejects_missing_and_non_npz_files(tmp_path):
     np.savez(pickled, images=np.array([object()]), labels=np.zeros(1, int))
     with pytest.raises(UsageError, match="not a readable .npz"):  # no pickles: allow_pickle=False
         load_extra_digits(pickled, 10)
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.zeros((3, 28, 28), np.uint8))
+    with pytest.raises(UsageError, match=r"a single array \(\.npy\)"):  # was a TypeError from np.load's result
+        load_extra_digits(plain, 10)
 
 
 @pytest.mark.slow

@@ -233,6 +233,8 @@ def test_train_reader_bad_arguments(tmp_path):
                               "--digit-augment", code=2)
     assert_one_line_error(run_cli("train-reader", "--digit-copies", "3", "--out", str(tmp_path)),
                           "--digit-copies", code=2)
+    assert_one_line_error(run_cli("train-reader", "--rows", "5", "--steps", "1", "--out", str(tmp_path)),
+                          "--rows 5", "fewer than one batch", code=2)  # was an IndexError
 
 
 def test_predict_multi_bad_file_one_line(tmp_path):

@@ -182,6 +182,10 @@ def test_report_bad_inputs_give_one_line_errors(mlp_run, tmp_path, capsys):
 
     code, _, err = _run(["report", "--checkpoint", ck, "--dataset", "kmnist", "--out", out, "--no-progress"], capsys)
     _assert_one_line_error(code, err, "unknown dataset 'kmnist'")
+    code, _, err = _run(["report", "--checkpoint", ck, "--data-dir", str(tmp_path / "empty"), "--offline",
+                         "--out", out, "--no-progress"], capsys)
+    _assert_one_line_error(code, err, "missing", "--offline")
+    assert not (tmp_path / "r").exists()  # the data is looked for before the folder is made
 
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

@@ -231,6 +231,12 @@ def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "model.json").exists()
+    saved = (out / "resume.pt").read_bytes()
+    # other options would not fit the weights, or would validate on images already trained on
+    assert_one_line_error(run_cli(*_train_args(out, "--resume", "--val", "500")), "--resume", "other options (val)",
+                          code=2)
+    assert_one_line_error(run_cli(*_train_args(out, "--resume", "--epochs", "4")), "other options (epochs)", code=2)
+    assert (out / "resume.pt").read_bytes() == saved and not (out / "model.json").exists()
 
     resumed = run_cli(*_train_args(out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
@@ -241,6 +247,17 @@ def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path):
     # Model, optimiser, schedule and both RNG streams are restored: the result is the uninterrupted one.
     assert result["test_accuracy"] == ref["test_accuracy"]
     assert not (out / "resume.pt").exists()
+    # finished: nothing to resume, and the model is not quietly trained again over
+    finished = (out / "model.json").read_bytes()
+    assert_one_line_error(run_cli(*_train_args(out, "--resume")), "holds a finished model", code=2)
+    assert (out / "model.json").read_bytes() == finished
+
+
+def test_resume_from_an_unreadable_state_is_one_line(tmp_path):
+    (tmp_path / "resume.pt").write_bytes(b"not a torch file")
+    assert_one_line_error(run_cli(*_train_args(tmp_path, "--resume")), f"{tmp_path / 'resume.pt'}", "cannot be read",
+                          code=1)
+    assert not (tmp_path / "model.json").exists()
 
 
 def _kill_processes_mentioning(text: str) -> None:

@@ -292,6 +292,9 @@ def _trunk_reader(trunk: str, hidden: int) -> tuple[TrunkReader, dict[str, Any]]
 def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[str], None] = _print,
                  data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train a reader, validate it on held-out rows, write `out`/reader.safetensors + reader.json."""
+    if config.rows < config.batch:  # batches are whole: fewer rows than one would leave nothing to train on
+        raise UsageError(f"--rows {config.rows}: fewer than one batch of {config.batch}; give more rows or a "
+                         "smaller --batch-size")
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)

@@ -183,12 +183,12 @@ def build_report(out: str | os.PathLike, checkpoint: str | os.PathLike | None = 
             loaded = _load(checkpoint, model)
             name = dataset or loaded.card.get("dataset", "mnist")
             spec = get_spec(name)
-            out_dir = writable_folder(out)
             dev = pick_device(device)
             if dev.type == "cuda" and not torch.cuda.is_available():
                 raise UsageError("--device cuda: no CUDA GPU is available")
             train = load_dataset(name, "train", data_dir, offline, progress)
             test = load_dataset(name, "test", data_dir, offline, progress)
+            out_dir = writable_folder(out)  # after the data: a missing dataset leaves no empty folder
             net = loaded.model.to(dev)
             use_tta = bool(loaded.card.get("tta", False))
 

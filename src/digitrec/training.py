@@ -8,6 +8,7 @@ validation each epoch, resumable state each epoch, and DDP when launched by torc
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import sys
@@ -29,7 +30,7 @@ from digitrec.atomic import atomic_open, writable_folder
 from digitrec.augment import AUGMENTATIONS, augment_batch
 from digitrec.data import Dataset, load_dataset
 from digitrec.data.extra import load_extra_digits
-from digitrec.errors import DigitrecError, UsageError
+from digitrec.errors import CheckpointError, DigitrecError, UsageError
 from digitrec.inference import pick_device, predict_logits
 from digitrec.metrics import fit_temperature, nll, summarize
 from digitrec.models import build_model, check_arch, count_parameters, get_spec
@@ -266,6 +267,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     # checked before the work (and after the data, so a missing dataset leaves no empty folder behind)
     out = config.out.format(model=config.model, dataset=config.dataset, seed=config.seed)
     out_stem = writable_folder(out) / "model"
+    if config.resume and not (out_stem.parent / "resume.pt").exists() and out_stem.with_suffix(".json").exists():
+        # a finished run keeps no resume.pt: retraining here would replace its model without a word
+        raise UsageError(f"--resume: {out} holds a finished model and nothing to resume; drop --resume to "
+                         "train it again, or give another --out")
     train_idx, val_idx = split_validation(train_data, config.val, config.seed, config.val_split)
     x_all = torch.from_numpy(train_data.images).unsqueeze(1).to(device)
     y_all = torch.from_numpy(train_data.labels).to(device)
@@ -333,8 +338,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     history: list[dict[str, float]] = []
     start_epoch, elapsed_before, step = 0, 0.0, 0
     resume_path = out_stem.parent / "resume.pt"
+    run = _run_identity(config, recipe)
     if config.resume and resume_path.exists():
-        state = torch.load(resume_path, map_location=device, weights_only=True)
+        state = _load_resume(resume_path, device, run)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if schedule is not None:
@@ -428,7 +434,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             logger.log_epoch(row, step=epoch + 1)
         if rank == 0 and epoch + 1 < epochs:
             _save_resume(resume_path, model, optimizer, schedule, ema, gen, aug_gen, epoch + 1, step,
-                         elapsed_before + time.perf_counter() - t0, history)
+                         elapsed_before + time.perf_counter() - t0, history, run)
 
     if logger is not None:
         logger.close()
@@ -495,11 +501,36 @@ def end_distributed(code: int = 0) -> None:
         os._exit(code)
 
 
+def _run_identity(config: TrainConfig, recipe: dict[str, Any]) -> str:
+    """What makes a run this run (model, data, split, recipe), as JSON: a resumed run must match it, or its
+    weights would not fit, or images it trained on would turn up in validation."""
+    return json.dumps(dict(model=config.model, arch=config.model_kwargs, dataset=config.dataset, seed=config.seed,
+                           val=config.val, val_split=config.val_split, teacher=config.teacher,
+                           extra_digits=str(config.extra_digits or ""), recipe=recipe), sort_keys=True, default=str)
+
+
+def _load_resume(path: Path, device: torch.device, run: str) -> dict[str, Any]:
+    """The state `_save_resume` wrote, checked against this run; a CheckpointError or UsageError, one line."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: torch raises several kinds
+        raise CheckpointError(f"--resume: {path} cannot be read ({type(exc).__name__}); delete it to start "
+                              "afresh") from None
+    saved = json.loads(state.get("run", "null") or "null")
+    if saved is not None and saved != json.loads(run):
+        now = json.loads(run)
+        changed = sorted(k for k in now if k != "recipe" and saved.get(k) != now.get(k))
+        changed += sorted(k for k in now["recipe"] if (saved.get("recipe") or {}).get(k) != now["recipe"][k])
+        raise UsageError(f"--resume: {path} is from a run with other options ({', '.join(changed)}); give the "
+                         "same options, or another --out")
+    return state
+
+
 def _save_resume(path: Path, model, optimizer, schedule, ema, gen, aug_gen, epoch, step, elapsed,
-                 history) -> None:
+                 history, run: str) -> None:
     """Everything needed to continue after a kill -9, written atomically once per epoch."""
     keys = sorted({k for row in history for k in row})
-    state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
+    state = dict(run=run, model=model.state_dict(), optimizer=optimizer.state_dict(),
                  schedule=schedule.state_dict() if schedule is not None else {},
                  ema=ema.model.state_dict() if ema is not None else {},
                  gen=gen.get_state(), aug_gen=aug_gen.get_state(), epoch=epoch, step=step, elapsed=elapsed,

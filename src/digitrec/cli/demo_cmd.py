@@ -8,6 +8,7 @@ import click
 import numpy as np
 
 from digitrec.cli import app, options
+from digitrec.errors import UsageError
 
 
 @app.command()
@@ -27,6 +28,8 @@ def demo(out, models, seed, data_dir, offline, progress) -> None:
     from digitrec.training import TrainConfig, train
 
     names = [m.strip() for m in models.split(",") if m.strip()]
+    if not names:
+        raise UsageError(f"--models {models!r}: name at least one model (e.g. mlp,fast)")
     for name in names:
         get_spec(name)  # fail fast on a typo, before any training
     results = []

@@ -10,10 +10,12 @@ import json
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import click
+from PIL import Image
 
 from digitrec.cli import app, options
 from digitrec.errors import DigitrecError, UsageError
@@ -149,6 +151,8 @@ def predict(paths, checkpoint, model, top_k, multi, tta, device, json_out) -> No
     """Recognise the digit in each image (PNG, JPEG, GIF, BMP, TIFF, WebP; folders recursively)."""
     if checkpoint and model:
         raise UsageError("give --checkpoint or --model, not both")
+    # Pillow warns (two lines on stderr) from ~89 MP; preprocess refuses from 40 MP anyway, in one line.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     items = list(expand(paths))
     files = [f for f, err in items if err is None]
     prefetch = None if multi else _start_workers(files)

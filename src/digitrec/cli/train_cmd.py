@@ -82,9 +82,10 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
     for k in range(ensemble):
         # Members must not overwrite each other: a fixed --out gets one sub-folder per seed.
         member_out = out if ensemble == 1 or "{seed}" in out else f"{out}/seed{seed + k}"
+        member_log = f"{tensorboard}/seed{seed + k}" if tensorboard and ensemble > 1 else tensorboard  # runs apart
         config = TrainConfig(model=model, dataset=dataset, seed=seed + k, val=val, val_split=val_split, device=device,
                              out=member_out, data_dir=data_dir, offline=offline,
-                             resume=resume, threads=threads, tta=tta, progress=progress, tensorboard=tensorboard,
+                             resume=resume, threads=threads, tta=tta, progress=progress, tensorboard=member_log,
                              command=command, overrides=overrides, cuda_graphs=cuda_graphs,
                              model_kwargs=model_kwargs, teacher=teacher,
                              extra_digits=extra_digits)

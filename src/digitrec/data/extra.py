@@ -21,7 +21,10 @@ def load_extra_digits(path: str | os.PathLike, classes: int) -> tuple[np.ndarray
     name = f"--extra-digits {path}"
     try:
         raw = Path(path).read_bytes()
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+        loaded = np.load(io.BytesIO(raw), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array: no labels to go with it
+            raise UsageError(f"{name}: a single array (.npy), not an .npz with 'images' and 'labels'")
+        with loaded as npz:
             missing = [key for key in ("images", "labels") if key not in npz.files]
             if missing:
                 raise UsageError(f"{name}: no {missing[0]!r} array (expected 'images' and 'labels')")
