@@ -145,6 +145,20 @@ def test_missing_data_dir_offline(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_the_test_split_needs_only_the_test_files(data_dir, tmp_path):
+    """A folder holding only the two t10k files serves the test split (`evaluate`, `data show --split test`)
+    offline; training still names the missing training file."""
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copyfile(data_dir / "mnist" / name, folder / name)
+    proc = run_cli("data", "show", "--split", "test", "--n", "4", "--data-dir", str(tmp_path / "data"), "--offline",
+                   "--out", str(tmp_path / "grid.png"))
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("train", "--data-dir", str(tmp_path / "data"), "--offline", "--out", str(tmp_path / "o"))
+    assert_one_line_error(proc, "train-images-idx3-ubyte.gz", "missing", code=1)
+
+
 def _copy_mnist(data_dir: Path, dest: Path) -> Path:
     folder = dest / "mnist"
     shutil.copytree(data_dir / "mnist", folder)

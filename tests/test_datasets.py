@@ -227,6 +227,8 @@ def test_load_dataset_downloads_into_an_empty_data_dir(tmp_path, monkeypatch):
                             mirrors=(server.base_url,))
         monkeypatch.setitem(datasets_module.REGISTRY, "mnist", local)
         ds = load_dataset("mnist", "test", data_dir=tmp_path / "data", progress=False)
+        assert sorted(server.requests) == sorted("/" + n for n in real.files["test"])  # the split's files only
+        assert len(load_dataset("mnist", "train", data_dir=tmp_path / "data", progress=False)) == 60000
         assert sorted(server.requests) == sorted("/" + n for n in real.all_files)
     assert ds.images.shape == (10000, 28, 28)
     assert np.bincount(ds.labels, minlength=10).tolist() == MNIST_TEST_COUNTS

@@ -62,8 +62,8 @@ def load_dataset(name: str = "mnist", split: str = "train", data_dir: str | os.P
     spec: DatasetSpec = get_spec(name)
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose from: {', '.join(SPLITS)}")
-    folder = ensure_files(spec, data_dir, offline=offline, progress=progress)
     image_file, label_file = spec.files[split]
+    folder = ensure_files(spec, data_dir, offline=offline, progress=progress, names=(image_file, label_file))
     images = _load_cached(folder / image_file, spec.sha256[image_file])
     labels = _load_cached(folder / label_file, spec.sha256[label_file])
     if images.ndim != 3 or images.dtype != np.uint8:

@@ -12,6 +12,7 @@ import http.client
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import platformdirs
@@ -86,10 +87,11 @@ def download(urls: list[str], dest: Path, expected_sha256: str, timeout: float =
 
 
 def ensure_files(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, offline: bool = False,
-                 progress: bool = True) -> Path:
-    """Return the folder holding all of `spec`'s verified files, downloading missing ones."""
+                 progress: bool = True, names: Sequence[str] | None = None) -> Path:
+    """Return the folder holding `spec`'s verified files (`names`, default all), downloading missing ones:
+    a test-set evaluation needs, and fetches, the two test files only."""
     folder = data_root(data_dir) / spec.name
-    for name in spec.all_files:
+    for name in spec.all_files if names is None else names:
         path = folder / name
         if not path.exists():
             if offline:
