@@ -341,17 +341,21 @@ def train(config: TrainConfig) -> dict[str, Any]:
     run = _run_identity(config, recipe)
     if config.resume and resume_path.exists():
         state = _load_resume(resume_path, device, run)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if schedule is not None:
-            schedule.load_state_dict(state["schedule"])
-        if ema is not None:
-            ema.model.load_state_dict(state["ema"])
-        gen.set_state(state["gen"].cpu())
-        aug_gen.set_state(state["aug_gen"].cpu())
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        elapsed_before = float(state["elapsed"])
-        history = [dict(zip(state["history_keys"], row.tolist(), strict=True)) for row in state["history"]]
+        try:  # a state from before runs were recorded in it can still belong to another model
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if schedule is not None:
+                schedule.load_state_dict(state["schedule"])
+            if ema is not None:
+                ema.model.load_state_dict(state["ema"])
+            gen.set_state(state["gen"].cpu())
+            aug_gen.set_state(state["aug_gen"].cpu())
+            start_epoch, step = int(state["epoch"]), int(state["step"])
+            elapsed_before = float(state["elapsed"])
+            history = [dict(zip(state["history_keys"], row.tolist(), strict=True)) for row in state["history"]]
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise UsageError(f"--resume: {resume_path} does not fit this run ({type(exc).__name__}); give the "
+                             "options it was started with, or another --out") from None
         _log(f"resumed from {resume_path} after epoch {start_epoch}", rank)
     smoothing = float(recipe.get("label_smoothing", 0.0))
     use_bf16 = bool(recipe.get("bf16", False)) and bf16_is_fast(device)
