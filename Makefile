@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SHARED := $(abspath ../shared/data)
 export DIGITREC_DATA ?= $(if $(wildcard $(SHARED)/mnist),$(SHARED),)
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test serve lint bench clean
 
 install: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0   # the CPU build; never an unpinned torch (multi-GB CUDA build)
-	$(PY) -m pip install -q -e '.[test,notebook,tensorboard]'
+	$(PY) -m pip install -q -e '.[test,notebook,tensorboard,serve,export]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
@@ -23,6 +23,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks tools notebooks
 	$(VENV)/bin/pytest -q
+
+serve: $(STAMP)
+	$(VENV)/bin/digitrec serve
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_speed.py

@@ -48,6 +48,7 @@ def no_proxy(monkeypatch):
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.delenv(fetch.MIRROR_ENV_VAR, raising=False)  # a user's own mirror must not leak into the tests
 
 
 @pytest.fixture
@@ -185,6 +186,42 @@ def test_ensure_files_downloads_only_what_is_missing(server, tmp_path):
     server[TEST_LABELS] = real(TEST_LABELS)
     fetch.ensure_files(labels_spec(server.base_url), tmp_path, progress=False)
     assert server.requests == ["/" + TEST_LABELS]
+
+
+def test_own_mirror_comes_first_and_is_laid_out_as_a_data_root(server, monkeypatch, tmp_path):
+    """$DIGITREC_MIRROR: base URLs holding <dataset>/<file>; tried before the registry's mirrors."""
+    public = LocalHTTPServer(max_lifetime=60).start()
+    try:
+        public[TRAIN_LABELS] = real(TRAIN_LABELS)
+        public[TEST_LABELS] = real(TEST_LABELS)
+        server["mnist/" + TRAIN_LABELS] = real(TRAIN_LABELS)  # the own mirror lacks the test labels
+        dead = closed_port_url()
+        monkeypatch.setenv(fetch.MIRROR_ENV_VAR, f"{dead}, {server.base_url}")
+        assert fetch.mirror_urls(labels_spec(public.base_url), TEST_LABELS) == [
+            dead + "mnist/" + TEST_LABELS, server.base_url + "mnist/" + TEST_LABELS,
+            public.base_url + TEST_LABELS]
+        folder = fetch.ensure_files(labels_spec(public.base_url), tmp_path, progress=False)
+        assert sorted(server.requests) == ["/mnist/" + TEST_LABELS, "/mnist/" + TRAIN_LABELS]
+        assert public.requests == ["/" + TEST_LABELS]  # only what the own mirror did not have
+        assert folder_contents(folder) == [TEST_LABELS, TRAIN_LABELS]
+    finally:
+        public.stop()
+
+
+def test_own_mirror_can_be_a_folder(monkeypatch, tmp_path):
+    """A file:// mirror (a shared drive): a copy of a data root; a corrupt copy there is refused."""
+    shared = tmp_path / "shared"
+    (shared / "mnist").mkdir(parents=True)
+    (shared / "mnist" / TRAIN_LABELS).write_bytes(real(TRAIN_LABELS))
+    (shared / "mnist" / TEST_LABELS).write_bytes(corrupted(real(TEST_LABELS)))
+    monkeypatch.setenv(fetch.MIRROR_ENV_VAR, shared.as_uri())
+    spec = labels_spec()
+    with pytest.raises(DataError) as info:
+        fetch.ensure_files(spec, tmp_path / "data", progress=False)
+    assert f"{shared.as_uri()}/mnist/{TEST_LABELS}: checksum mismatch" in str(info.value)
+    assert "DIGITREC_MIRROR" in str(info.value)
+    assert folder_contents(tmp_path / "data" / "mnist") == [TRAIN_LABELS]  # the good file arrived, the bad did not
+    assert (tmp_path / "data" / "mnist" / TRAIN_LABELS).read_bytes() == real(TRAIN_LABELS)
 
 
 def test_ensure_files_all_mirrors_dead(server, tmp_path):

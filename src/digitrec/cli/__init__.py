@@ -26,7 +26,11 @@ def data_app() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from digitrec.cli import data_cmd, demo_cmd, predict_cmd, reader_cmd, report_cmd, train_cmd  # noqa: F401
+    import importlib
+
+    for module in ("data_cmd", "demo_cmd", "export_cmd", "predict_cmd", "reader_cmd", "report_cmd", "serve_cmd",
+                   "train_cmd"):
+        importlib.import_module(f"digitrec.cli.{module}")  # each registers its commands on `app`
 
     try:
         app.main(args=argv, prog_name="digitrec", standalone_mode=False)

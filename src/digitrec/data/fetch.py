@@ -3,6 +3,8 @@
 Search order for the data root: an explicit `data_dir`, then $DIGITREC_DATA, then the user cache dir.
 The root holds one folder per dataset (`mnist/`, `fashion-mnist/`). Every file is checked against the
 registry's sha256 before use; downloads go to a temporary file and are renamed only once verified.
+Missing files come from $DIGITREC_MIRROR first (your own copies, laid out as the data root is), then from
+the registry's public mirrors.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from digitrec.data.datasets import DatasetSpec
 from digitrec.errors import DataError
 
 ENV_VAR = "DIGITREC_DATA"
+MIRROR_ENV_VAR = "DIGITREC_MIRROR"
 _CHUNK = 1 << 20
 
 
@@ -32,6 +35,14 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR]).expanduser()
     return Path(platformdirs.user_cache_dir("digitrec")) / "data"
+
+
+def mirror_urls(spec: DatasetSpec, name: str) -> list[str]:
+    """Where to download `name` from, in order: each base URL in $DIGITREC_MIRROR (space- or comma-separated;
+    http(s):// or file://), holding `<dataset>/<file>` as a data root does, so a company mirror or a shared
+    drive is just a copy of one; then the registry's public mirrors. The checksum decides, never the source."""
+    own = os.environ.get(MIRROR_ENV_VAR, "").replace(",", " ").split()
+    return [f"{base.rstrip('/')}/{spec.name}/{name}" for base in own] + [mirror + name for mirror in spec.mirrors]
 
 
 def sha256_of(path: Path) -> str:
@@ -99,13 +110,14 @@ def ensure_files(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, o
                     f"{path}: missing and --offline is set; put the {spec.name} .gz files in {folder} "
                     f"or point --data-dir / ${ENV_VAR} at a folder holding {spec.name}/"
                 )
-            urls = [mirror + name for mirror in spec.mirrors]
+            urls = mirror_urls(spec, name)
             try:
                 download(urls, path, spec.sha256[name], progress=progress)
             except DataError as exc:
                 raise DataError(
-                    f"{exc}. Without network, put the {spec.name} .gz files in {folder} "
-                    f"or point --data-dir / ${ENV_VAR} at a folder holding {spec.name}/"
+                    f"{exc}. Without network, put the {spec.name} .gz files in {folder}, "
+                    f"point --data-dir / ${ENV_VAR} at a folder holding {spec.name}/, "
+                    f"or ${MIRROR_ENV_VAR} at a server or file:// folder holding {spec.name}/"
                 ) from None
         verify(path, spec.sha256[name])
     return folder

@@ -1,0 +1,52 @@
+"""`digitrec export`: write a model as one self-contained ONNX file, verified with onnxruntime.
+
+Exit status: 0 written, 1 the checkpoint or the export failed, 2 usage errors (unknown model, bad --out,
+--opset or --format, the 'export' extra missing). Nothing is left under --out unless it was verified.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from digitrec.cli import app, options
+from digitrec.errors import UsageError
+
+
+@app.command("export")
+@click.option("--checkpoint", type=click.Path(), default=None, help="Checkpoint card to export.")
+@click.option("--model", default=None,
+              help="Bundled model: distilled (the default), best, ensemble (or a member, ensemble-1 to -7).")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True,
+              help="File format.")
+@click.option("--out", type=click.Path(), default=None,
+              help="File to write, replaced if it exists (default: digitrec-MODEL.onnx here).")
+@click.option("--opset", type=int, default=None, help="ONNX opset, 18 or newer (default: torch's).")
+@options.json_out
+def export(checkpoint, model, fmt, out, opset, json_out) -> None:
+    """Export a model to ONNX: input "image" [batch, 1, 28, 28] as to_mnist makes it, outputs "logits" and
+    calibrated "probabilities" [batch, 10]; checked against torch with onnxruntime before it is written."""
+    from digitrec import export as exporter
+
+    if checkpoint and model:
+        raise UsageError("give --checkpoint or --model, not both")
+    exporter.require_extra()
+    exporter.check_opset(opset)
+    loaded = _load(checkpoint, model)
+    result = exporter.export_onnx(loaded, out or f"digitrec-{exporter.model_name(loaded)}.onnx", opset=opset)
+    if json_out:
+        click.echo(json.dumps(dict(result, format=fmt)))
+    else:
+        click.echo(f"wrote {result['out']}: {result['model']}, ONNX opset {result['opset']}, "
+                   f"{result['bytes'] / 1e6:.2f} MB, matches torch on {result['batch_verified']} images "
+                   f"(max probability difference {result['max_abs_diff']:.1g}), {result['seconds']:.1f} s")
+
+
+def _load(path: str | None, name: str | None):
+    """The checkpoint named, as `predict` and the Recognizer choose it."""
+    from digitrec import checkpoint
+
+    if path:
+        return checkpoint.load(path)
+    return checkpoint.bundled(name) if name else checkpoint.default_bundled()

@@ -1,0 +1,230 @@
+// The drawing page: strokes on a canvas -> PNG -> POST /api/v1/predict or /read-number -> the answer.
+// No framework and no CDN, so the page works offline and on any machine that can reach the server.
+"use strict";
+
+const API = "/api/v1";
+const SIZES = { digit: [280, 280, 18], number: [700, 240, 16] };  // width, height, pen width (px)
+
+const $ = (id) => document.getElementById(id);
+const pad = $("pad");
+const ctx = pad.getContext("2d");
+let mode = "digit";
+let hasInk = false;       // anything drawn since the last clear
+let showingUpload = false; // the pad shows an uploaded image, which the next stroke replaces
+let drawing = null;       // the pointer id of the stroke in progress
+let last = null;
+let readTimer = null;
+let requestNo = 0;        // answers to older requests are dropped
+
+function clearPad() {
+  const [w, h, pen] = SIZES[mode];
+  if (pad.width !== w || pad.height !== h) { pad.width = w; pad.height = h; }
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  ctx.strokeStyle = "#111";
+  ctx.fillStyle = "#111";
+  ctx.lineWidth = pen;
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  hasInk = false;
+  showingUpload = false;
+}
+
+function point(event) {
+  const r = pad.getBoundingClientRect();
+  return [(event.clientX - r.left) * pad.width / r.width, (event.clientY - r.top) * pad.height / r.height];
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  if (event.button !== 0 || drawing !== null) return;
+  if (showingUpload) clearPad();
+  drawing = event.pointerId;
+  pad.setPointerCapture(event.pointerId);
+  last = point(event);
+  ctx.beginPath();                       // a dot, so a tap leaves ink too
+  ctx.arc(last[0], last[1], ctx.lineWidth / 2, 0, 2 * Math.PI);
+  ctx.fill();
+  hasInk = true;
+  clearTimeout(readTimer);
+  event.preventDefault();
+});
+
+pad.addEventListener("pointermove", (event) => {
+  if (event.pointerId !== drawing) return;
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  for (const e of events.length ? events : [event]) {
+    const p = point(e);
+    ctx.beginPath();
+    ctx.moveTo(last[0], last[1]);
+    ctx.lineTo(p[0], p[1]);
+    ctx.stroke();
+    last = p;
+  }
+  event.preventDefault();
+});
+
+function endStroke(event) {
+  if (event.pointerId !== drawing) return;
+  drawing = null;
+  clearTimeout(readTimer);
+  readTimer = setTimeout(readPad, 400);  // read once the writer pauses, not after every stroke of a 4
+}
+pad.addEventListener("pointerup", endStroke);
+pad.addEventListener("pointercancel", endStroke);
+
+function setStatus(text) { $("status").textContent = text; $("status").hidden = !text; }
+
+function showError(text) {
+  $("error").textContent = text;
+  $("error").hidden = !text;
+  if (text) { $("digit-result").hidden = true; $("number-result").hidden = true; }
+}
+
+async function send(blob, name) {
+  const no = ++requestNo;
+  const form = new FormData();
+  form.append("file", blob, name);
+  const url = mode === "digit" ? `${API}/predict?top_k=3&include_image=true` : `${API}/read-number`;
+  setStatus("Reading…");
+  showError("");
+  let response, body;
+  try {
+    response = await fetch(url, { method: "POST", body: form });
+    body = await response.json();
+  } catch (err) {
+    if (no === requestNo) { setStatus(""); showError(`Could not reach the server (${err.message}).`); }
+    return;
+  }
+  if (no !== requestNo) return;
+  setStatus("");
+  if (!response.ok) { showError(body.detail || `The server answered ${response.status}.`); return; }
+  if (mode === "digit") showDigit(body); else showNumber(body);
+  document.body.dataset.answered = String(no);  // lets a test (or a script) wait for the answer
+}
+
+function readPad() {
+  if (!hasInk || showingUpload) { if (!showingUpload) setStatus("Draw a digit first."); return; }
+  pad.toBlob((blob) => send(blob, "drawing.png"), "image/png");
+}
+
+function percent(p) { return `${(100 * p).toFixed(1)} %`; }
+
+function showDigit(r) {
+  $("digit-result").hidden = false;
+  $("number-result").hidden = true;
+  $("result-digit").textContent = r.digit === null ? "–" : String(r.digit);
+  $("result-confidence").textContent = r.digit === null ? "no ink found" : percent(r.confidence);
+  $("result-unsure").hidden = !r.unsure;
+  const list = $("probs");
+  list.replaceChildren();
+  r.probabilities.forEach((p, d) => {
+    const li = document.createElement("li");
+    if (d === r.digit) li.className = "top";
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    const fill = document.createElement("span");
+    fill.style.width = `${Math.max(0, Math.min(100, 100 * p))}%`;
+    bar.append(fill);
+    const label = document.createElement("span");
+    label.textContent = String(d);
+    const value = document.createElement("span");
+    value.textContent = percent(p);
+    li.append(label, bar, value);
+    list.append(li);
+  });
+  drawSeen(r.image);
+}
+
+function drawSeen(image) {
+  const seen = $("seen").getContext("2d");
+  const data = seen.createImageData(28, 28);
+  for (let y = 0; y < 28; y++) {
+    for (let x = 0; x < 28; x++) {
+      const v = Math.round(255 * (image ? image[y][x] : 0));
+      const i = 4 * (28 * y + x);
+      data.data[i] = data.data[i + 1] = data.data[i + 2] = v;
+      data.data[i + 3] = 255;
+    }
+  }
+  const small = document.createElement("canvas");
+  small.width = small.height = 28;
+  small.getContext("2d").putImageData(data, 0, 0);
+  seen.imageSmoothingEnabled = false;
+  seen.drawImage(small, 0, 0, 112, 112);
+}
+
+function showNumber(r) {
+  $("number-result").hidden = false;
+  $("digit-result").hidden = true;
+  $("result-text").textContent = r.text || "–";
+  $("result-number-confidence").textContent = r.text ? percent(r.confidence) : "no digits found";
+  $("result-number-unsure").hidden = !r.unsure;
+  const list = $("number-digits");
+  list.replaceChildren();
+  for (const d of r.digits) {
+    const li = document.createElement("li");
+    if (d.confidence < 0.75) li.className = "low";
+    const b = document.createElement("b");
+    b.textContent = String(d.digit);
+    li.append(b, percent(d.confidence));
+    list.append(li);
+  }
+}
+
+function showUpload(file) {
+  const url = URL.createObjectURL(file);
+  const img = new Image();
+  img.onload = () => {
+    clearPad();
+    const scale = Math.min(pad.width / img.width, pad.height / img.height);
+    const w = img.width * scale, h = img.height * scale;
+    ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    showingUpload = true;
+    URL.revokeObjectURL(url);
+  };
+  img.onerror = () => URL.revokeObjectURL(url);  // the server says what is wrong with it
+  img.src = url;
+}
+
+$("file").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  if (!file) return;
+  showUpload(file);
+  send(file, file.name);
+  event.target.value = "";  // choosing the same file again reads it again
+});
+
+$("read").addEventListener("click", () => {
+  clearTimeout(readTimer);
+  readPad();
+});
+
+$("clear").addEventListener("click", () => {
+  clearTimeout(readTimer);
+  requestNo++;
+  clearPad();
+  showError("");
+  $("digit-result").hidden = true;
+  $("number-result").hidden = true;
+  setStatus("Draw something to start.");
+});
+
+for (const radio of document.querySelectorAll('input[name="mode"]')) {
+  radio.addEventListener("change", () => {
+    mode = radio.value;
+    $("clear").click();
+  });
+}
+
+async function showModel() {
+  try {
+    const r = await (await fetch(`${API}/model`)).json();
+    const acc = r.test_accuracy == null ? "" : `, ${(100 * r.test_accuracy).toFixed(2)} % on the MNIST test set`;
+    $("model-line").textContent = `Model: ${r.name} (${r.model}${acc}).`;
+  } catch (err) {
+    $("model-line").textContent = "";
+  }
+}
+
+clearPad();
+showModel();
