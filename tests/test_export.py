@@ -264,4 +264,4 @@ def test_readme_onnx_examples_run_verbatim(tmp_path, monkeypatch, capsys):
     assert namespace["probs"].shape == (1, 10)
     plain = np.asarray(Image.open("seven.png").convert("L").resize((28, 28)), np.float32)[None, None] / 255
     probs = session("digitrec-distilled.onnx").run(["probabilities"], {"image": 1 - plain})[0]
-    assert int(probs.argmax()) != 7
+    assert int(probs.argmax()) == 8 and probs.max() > 0.999  # the README says so

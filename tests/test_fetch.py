@@ -224,6 +224,22 @@ def test_own_mirror_can_be_a_folder(monkeypatch, tmp_path):
     assert (tmp_path / "data" / "mnist" / TRAIN_LABELS).read_bytes() == real(TRAIN_LABELS)
 
 
+def test_own_mirror_as_a_plain_path_and_bad_entries(monkeypatch, tmp_path):
+    monkeypatch.setenv(fetch.MIRROR_ENV_VAR, str(tmp_path / "copies"))
+    assert fetch.mirror_urls(labels_spec(), TEST_LABELS) == [(tmp_path / "copies").as_uri() + "/mnist/" + TEST_LABELS]
+    monkeypatch.setenv(fetch.MIRROR_ENV_VAR, "data")
+    with pytest.raises(DataError, match=r"\$DIGITREC_MIRROR: 'data' is not a URL; give http\(s\)://"):
+        fetch.ensure_files(labels_spec(), tmp_path, progress=False)
+
+
+def test_a_password_in_a_mirror_url_is_not_repeated(monkeypatch, tmp_path):
+    monkeypatch.setenv(fetch.MIRROR_ENV_VAR, closed_port_url().replace("http://", "http://alice:s3cret@"))
+    with pytest.raises(DataError) as info:
+        fetch.ensure_files(labels_spec(), tmp_path, progress=False)
+    assert "s3cret" not in str(info.value) and "alice" not in str(info.value)
+    assert "http://***@127.0.0.1:" in str(info.value)
+
+
 def test_ensure_files_all_mirrors_dead(server, tmp_path):
     spec = labels_spec(server.base_url, closed_port_url())  # 404 for everything, then refused
     with pytest.raises(DataError) as info:

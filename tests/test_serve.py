@@ -235,15 +235,128 @@ def test_oversized_request_is_refused_from_its_header(api):
     assert reply.startswith("HTTP/1.1 413") and '"detail":"request too large (1000000000000 bytes' in reply
 
 
+def test_chunked_upload_is_cut_off_at_the_limit(api):
+    """Without a Content-Length the body is counted as it arrives: refused once past the limit, not spooled."""
+    limit = max(64 * 2**20, UPLOAD_LIMIT + 2**20)
+    chunk = b"\0" * 2**20
+    host, port = api.base_url.host, api.base_url.port
+    with socket.create_connection((host, port), timeout=30) as s:
+        s.sendall(b"POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Content-Type: multipart/form-data; boundary=x\r\n\r\n")
+        head = b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n\r\n'
+        s.sendall(b"%x\r\n" % len(head) + head + b"\r\n")
+        sent = 0
+        try:
+            while sent <= limit + 8 * 2**20:
+                s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                sent += len(chunk)
+        except OSError:  # the server answered and closed while we were still sending
+            pass
+        reply = b""
+        while not reply.endswith(b"}") and (part := s.recv(4096)):
+            reply += part
+    assert reply.startswith(b"HTTP/1.1 413") and b"request too large (over 64 MB)" in reply, reply[:200]
+    assert sent <= limit + 8 * 2**20 + len(chunk)
+
+
 def test_too_many_batch_files(api):
     files = [("files", (f"{i}.png", b"x")) for i in range(MAX_BATCH_FILES + 1)]
     r = api.post("/api/v1/predict-batch", files=files)
-    assert r.status_code == 413 and r.json()["detail"].startswith(f"files: {MAX_BATCH_FILES + 1} uploads")
+    assert r.status_code == 422 and r.json()["detail"].startswith(f"files: {MAX_BATCH_FILES + 1} uploads")
+
+
+def test_one_oversized_file_in_a_batch_is_its_own_error(api, test_digits):
+    files = [("files", ("big.png", b"\0" * (UPLOAD_LIMIT + 1))), ("files", ("ok.jpg", on_paper(test_digits[0][2])))]
+    results = api.post("/api/v1/predict-batch", files=files).json()["results"]
+    assert results[0]["error"] == "file 'big.png': upload too large (limit 2 MB)" and results[0]["result"] is None
+    assert results[1]["result"]["digit"] == test_digits[1][2]
+
+
+def test_two_files_where_one_is_expected(api, test_digits):
+    data = on_paper(test_digits[0][0])
+    for endpoint in ("/api/v1/predict", "/api/v1/read-number"):
+        r = api.post(endpoint, files=[("file", ("a.jpg", data)), ("file", ("b.jpg", data))])
+        assert r.status_code == 422 and r.json()["detail"] == "file: one file expected, got 2"
+
+
+def test_a_text_field_where_a_file_belongs(api):
+    r = api.post("/api/v1/predict", files={"file": (None, b"hello")})
+    assert r.status_code == 422
+    assert r.json()["detail"] == ("file: expected an uploaded file (multipart/form-data with a filename), "
+                                  "got a text field")
+
+
+def test_nan_pixels_are_a_bad_image_not_a_crash(api, test_digits):
+    grey = np.full((60, 60), 0.9, np.float32)
+    grey[10:50, 28:32] = 0.1
+    grey[0, 0] = np.nan
+    buf = io.BytesIO()
+    Image.fromarray(grey, "F").save(buf, "TIFF")
+    r = api.post("/api/v1/predict", files={"file": ("nan.tiff", buf.getvalue())})
+    assert r.status_code == 400 and r.json()["detail"] == "file 'nan.tiff': pixels contain NaN or infinity"
+    files = [("files", ("nan.tiff", buf.getvalue())), ("files", ("ok.jpg", on_paper(test_digits[0][0])))]
+    results = api.post("/api/v1/predict-batch", files=files).json()["results"]
+    assert results[0]["error"].startswith("file 'nan.tiff': pixels contain NaN")
+    assert results[1]["result"]["digit"] == test_digits[1][0]
+
+
+def test_an_unexpected_failure_is_a_json_500_without_the_traceback(rec, monkeypatch):
+    app = create_app(rec)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(rec, "predict", broken)
+    with _Server(app) as server:
+        r = httpx.post(f"{server.url}/api/v1/predict", files={"file": ("a.png", b"x")}, trust_env=False)
+    assert r.status_code == 500
+    assert r.json() == {"detail": "internal error (RuntimeError); the server log has the details"}
 
 
 def test_wrong_method_and_path(api):
     assert api.get("/api/v1/predict").status_code == 405
     assert api.get("/api/v1/nothing").status_code == 404
+    assert api.get("/docs").status_code == 404  # Swagger UI would come from a CDN
+    assert api.head("/").status_code == 200 and api.head("/api/v1/health").status_code == 200
+
+
+def test_the_schema_describes_the_errors_as_they_are_sent(api):
+    schema = api.get("/openapi.json").json()
+    for path in ("/api/v1/predict", "/api/v1/predict-batch", "/api/v1/read-number"):
+        responses = schema["paths"][path]["post"]["responses"]
+        for status in ("400", "413", "422"):
+            assert responses[status]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorDetail"}, (path, status)
+    assert schema["components"]["schemas"]["ErrorDetail"]["properties"]["detail"]["type"] == "string"
+
+
+def test_a_trained_card_is_named_by_its_folder(rec, tmp_path):
+    from digitrec import checkpoint
+
+    run = tmp_path / "my-run"
+    run.mkdir()
+    for name in ("best.json", "best.safetensors"):  # the card names its weights file
+        (run / name.replace("best.json", "model.json")).write_bytes((checkpoint.bundled_dir() / name).read_bytes())
+    with _Server(create_app(Recognizer.load(run / "model.json"))) as server:
+        assert httpx.get(f"{server.url}/api/v1/model", trust_env=False).json()["name"] == "my-run"
+
+
+def test_the_row_reader_loads_once_under_concurrent_first_use(monkeypatch):
+    from digitrec import recognizer
+
+    calls = []
+    real = recognizer.Reader.load
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.2)  # widen the window in which a second thread could start a second load
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recognizer.Reader, "load", counted)
+    fresh = Recognizer.load(model="best")
+    with ThreadPoolExecutor(6) as pool:
+        readers = list(pool.map(lambda _: fresh.reader, range(6)))
+    assert len(calls) == 1 and all(r is readers[0] for r in readers)
 
 
 def test_page_and_assets_are_served_without_any_cdn(api):
@@ -255,6 +368,7 @@ def test_page_and_assets_are_served_without_any_cdn(api):
         assert r.status_code == 200 and "http://" not in r.text and "https://" not in r.text
     assert "http://" not in page.text and "https://" not in page.text
     assert api.get("/openapi.json").json()["paths"].keys() >= {"/api/v1/predict", "/api/v1/read-number"}
+    assert 'href="/openapi.json"' in page.text
 
 
 # ---------------------------------------------------------------------------- `digitrec serve`, the command
@@ -268,23 +382,43 @@ def _start_cli(*args: str) -> tuple[subprocess.Popen, str]:
     return proc, line.split(" at ")[1].split("/ ")[0]
 
 
+def _wait_for(url: str, proc: subprocess.Popen) -> dict:
+    """The model info of the server at `url`, once it answers."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return httpx.get(f"{url}/api/v1/model", timeout=5, trust_env=False).json()
+        except httpx.TransportError:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.1)
+
+
 def test_cli_serves_until_ctrl_c():
     proc, url = _start_cli("--model", "best")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                info = httpx.get(f"{url}/api/v1/model", timeout=5, trust_env=False).json()
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
-                time.sleep(0.1)
-        assert info["name"] == "best"
+        assert _wait_for(url, proc)["name"] == "best"
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_cli_warns_when_other_machines_can_reach_it():
+    proc = subprocess.Popen([sys.executable, "-m", "digitrec", "serve", "--port", "0", "--quiet", "--host", "0.0.0.0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("digitrec: serving distilled at http://0.0.0.0:")
+        assert proc.stderr.readline().startswith("digitrec: warning: reachable from other machines, with no "
+                                                 "authentication")
+        port = line.split("0.0.0.0:")[1].split("/")[0]
+        _wait_for(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
 
 
 def test_cli_port_taken_is_one_line():

@@ -153,3 +153,40 @@ def test_an_empty_pad_is_not_sent(page):
     assert page.text_content("#status") == "Draw a digit first."
     time.sleep(0.3)
     assert requests == []
+
+
+def test_a_proxy_error_page_is_reported_as_what_it_is(page, server_url):
+    """Behind a proxy an error may come as HTML (nginx's 413 for a big photo): say so, not 'unreachable'."""
+    page.route("**/api/v1/predict*", lambda route: route.fulfill(
+        status=413, content_type="text/html", body="<html><body>413 Request Entity Too Large</body></html>"))
+    stroke(page, [(0.5, 0.15), (0.5, 0.85)])
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.text_content("#error") == "The server answered 413 Payload Too Large."  # the status text
+    assert page.text_content("#announce").startswith("Error: The server answered 413")
+
+
+def test_read_sends_an_upload_again_and_a_bad_upload_clears_the_pad(page, tmp_path):
+    from digitrec.data import load_dataset
+
+    test = load_dataset("mnist", "test")
+    photo = tmp_path / "digit.png"
+    Image.fromarray(255 - test.images[1]).resize((112, 112)).save(photo)
+    page.set_input_files("#file", str(photo))
+    answer(page)
+    page.wait_for_function("!document.getElementById('pad').toDataURL().startsWith('data:,')")
+    sent = []
+    page.on("request", lambda r: "/api/v1/predict" in r.url and sent.append(r))
+    page.click("#read")
+    answer(page, 1)
+    assert len(sent) == 1 and page.text_content("#result-digit") == str(test.labels[1])
+    assert page.text_content("#announce").startswith(f"Read {test.labels[1]}, confidence")
+
+    blank = page.evaluate("(() => { const c = document.createElement('canvas'); c.width = c.height = 280;"
+                          " const x = c.getContext('2d'); x.fillStyle = '#fff'; x.fillRect(0, 0, 280, 280);"
+                          " return c.toDataURL(); })()")
+    assert page.evaluate("document.getElementById('pad').toDataURL()") != blank  # the photo is on the pad
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.evaluate("document.getElementById('pad').toDataURL()") == blank

@@ -24,10 +24,21 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def _regular_target(path: Path, option: str = "") -> Path:
+    """Where a write to `path` should land: through a symbolic link to the file it names (the link stays a
+    link), and never over a device, pipe or socket (renaming over /dev/null would replace it)."""
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise UsageError(f"{option + ' ' if option else ''}{path}: not a regular file (a device, pipe or socket); "
+                         "give a file name")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary sibling of `path`; on success rename it over `path`, on error delete it."""
-    path = Path(path)
+    path = _regular_target(Path(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any file we create
@@ -59,7 +70,7 @@ def writable_folder(path: str | os.PathLike, option: str = "--out", shown: Path 
 
 def writable_file(path: str | os.PathLike, option: str = "--out") -> Path:
     """`path` as a file digitrec can write (its folder created if missing), checked as `writable_folder`."""
-    target = Path(path).expanduser()
+    target = _regular_target(Path(path).expanduser(), option)
     if target.is_dir():
         raise UsageError(f"{option} {target}: is a folder; give a file name")
     writable_folder(target.parent, option, shown=target)

@@ -109,6 +109,12 @@ class Checkpoint:
         return float(self.card.get("temperature", 1.0))
 
 
+def model_name(loaded: Checkpoint) -> str:
+    """What to call a model: its card's stem ('distilled', 'ensemble'), or its folder for `run/model.json`."""
+    stem = loaded.path.stem
+    return loaded.path.parent.name if stem == "model" and loaded.path.parent.name else stem
+
+
 def read_weights(card_path: Path, card: dict[str, Any]) -> tuple[Path, dict[str, torch.Tensor]]:
     """The safetensors file a card names (default: beside it, same stem) and its tensors."""
     weights = card_path.parent / card.get("weights", card_path.with_suffix(".safetensors").name)

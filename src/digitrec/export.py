@@ -25,6 +25,7 @@ from torch import nn
 
 from digitrec import __version__, checkpoint
 from digitrec.atomic import _UMASK, writable_file
+from digitrec.checkpoint import model_name
 from digitrec.errors import DigitrecError, UsageError
 from digitrec.inference import fold_batchnorm
 
@@ -61,12 +62,6 @@ def check_opset(opset: int | None) -> None:
     low, high = opset_range()
     if opset is not None and not low <= opset <= high:
         raise UsageError(f"--opset {opset}: choose {low} to {high}, or leave it out for torch's default")
-
-
-def model_name(loaded: checkpoint.Checkpoint) -> str:
-    """What to call the model: its card's stem ('distilled', 'ensemble'), or its folder for `run/model.json`."""
-    stem = loaded.path.stem
-    return loaded.path.parent.name if stem == "model" and loaded.path.parent.name else stem
 
 
 class _Calibrated(nn.Module):

@@ -159,13 +159,15 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
-def _pil_channels(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+def _pil_channels(im: Image.Image, name: str = "<image>") -> tuple[np.ndarray, np.ndarray | None]:
     """Pixels as float32 in [0, 1]: [H, W] or [H, W, 3], and alpha [H, W] when the image has one."""
     mode = im.mode
     if mode.startswith("I;16"):
         return np.asarray(im, dtype=np.float32) / 65535.0, None
     if mode in ("I", "F"):
         arr = np.asarray(im, dtype=np.float32)
+        if not np.isfinite(arr).all():  # a float TIFF can hold them; no pixel value means anything then
+            raise ImageError(f"{name}: pixels contain NaN or infinity")
         top = float(arr.max(initial=0.0))
         scale = 1.0 if mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
         return np.clip(arr / scale, 0.0, 1.0), None
@@ -336,7 +338,7 @@ def _pil_pixels(im: Image.Image, name: str, ours: bool, max_side: int | None,
         im = im.crop((int(x0 * fx), int(y0 * fy), math.ceil(x1 * fx), math.ceil(y1 * fy)))
     if max_side and max(im.size) > max_side and im.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
         im = im.reduce(math.ceil(max(im.size) / max_side))
-    return _pil_channels(im), (full_w, full_h)
+    return _pil_channels(im, name), (full_w, full_h)
 
 
 def _decode(source: ImageSource, max_side: int | None, region: tuple[int, int, int, int] | None = None,

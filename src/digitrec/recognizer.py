@@ -15,6 +15,7 @@ needs no cuts between touching digits; without it, by segmentation plus the digi
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -140,17 +141,20 @@ class Recognizer:
         # the packaged reader if there is one; a path: that reader checkpoint; None: segmentation only.
         self._reader_source = reader
         self._reader: Reader | None = reader if isinstance(reader, Reader) else None
+        self._reader_lock = threading.Lock()  # threads that all read their first row load the reader once
 
     @property
     def reader(self) -> Reader | None:
         """The row reader `read_number` uses, or None (then rows are segmented and classified)."""
         if self._reader is None and self._reader_source is not None:
-            if self._reader_source == "bundled":
-                self._reader = Reader.load() if Reader.bundled_exists() else None
-            else:
-                self._reader = Reader.load(self._reader_source)
-            if self._reader is None:
-                self._reader_source = None
+            with self._reader_lock:
+                if self._reader is None and self._reader_source is not None:
+                    if self._reader_source == "bundled":
+                        self._reader = Reader.load() if Reader.bundled_exists() else None
+                    else:
+                        self._reader = Reader.load(self._reader_source)
+                    if self._reader is None:
+                        self._reader_source = None
         return self._reader
 
     @classmethod

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import click
 
 from digitrec.cli import app, options
 from digitrec.errors import DigitrecError, UsageError
+
+LIMIT_CONNECTIONS = 200
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -42,7 +45,7 @@ def _listen(host: str, port: int) -> socket.socket:
 @click.option("--quiet", is_flag=True, help="No access log line per request.")
 @options.device
 def serve(host, port, checkpoint, model, tta, max_upload_mb, quiet, device) -> None:
-    """Serve the drawing page (/) and the JSON API (/api/v1, docs at /docs) until Ctrl-C."""
+    """Serve the drawing page (/) and the JSON API (/api/v1; schema at /openapi.json) until Ctrl-C."""
     if checkpoint and model:
         raise UsageError("give --checkpoint or --model, not both")
     try:
@@ -51,6 +54,7 @@ def serve(host, port, checkpoint, model, tta, max_upload_mb, quiet, device) -> N
         import uvicorn
     except ImportError:
         raise UsageError("digitrec serve needs the 'serve' extra: pip install 'digitrec[serve]'") from None
+    from digitrec.checkpoint import model_name
     from digitrec.recognizer import Recognizer
     from digitrec.serve import create_app
 
@@ -60,8 +64,14 @@ def serve(host, port, checkpoint, model, tta, max_upload_mb, quiet, device) -> N
         web = create_app(rec, max_upload_bytes=int(max_upload_mb * 2**20))
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
-        click.echo(f"digitrec: serving {rec.name} at http://{shown}:{bound}/ (API docs: /docs; Ctrl-C to stop)")
-        config = uvicorn.Config(web, log_level="info", access_log=not quiet, timeout_graceful_shutdown=5)
+        click.echo(f"digitrec: serving {model_name(rec.checkpoint)} at http://{shown}:{bound}/ "
+                   "(API schema: /openapi.json; Ctrl-C to stop)")
+        if not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
+            click.echo("digitrec: warning: reachable from other machines, with no authentication and no TLS; "
+                       "put a reverse proxy in front before exposing it", err=True)
+        # Past LIMIT_CONNECTIONS open connections uvicorn answers 503 at once instead of queueing without end.
+        config = uvicorn.Config(web, log_level="info", access_log=not quiet, timeout_graceful_shutdown=5,
+                                limit_concurrency=LIMIT_CONNECTIONS)
         try:
             uvicorn.Server(config).run(sockets=[sock])
         except KeyboardInterrupt:  # uvicorn shuts down cleanly, then re-raises the Ctrl-C it caught

@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,8 +42,23 @@ def mirror_urls(spec: DatasetSpec, name: str) -> list[str]:
     """Where to download `name` from, in order: each base URL in $DIGITREC_MIRROR (space- or comma-separated;
     http(s):// or file://), holding `<dataset>/<file>` as a data root does, so a company mirror or a shared
     drive is just a copy of one; then the registry's public mirrors. The checksum decides, never the source."""
-    own = os.environ.get(MIRROR_ENV_VAR, "").replace(",", " ").split()
-    return [f"{base.rstrip('/')}/{spec.name}/{name}" for base in own] + [mirror + name for mirror in spec.mirrors]
+    own = []
+    for base in os.environ.get(MIRROR_ENV_VAR, "").replace(",", " ").split():
+        if "://" not in base:
+            if not os.path.isabs(base):
+                raise DataError(f"${MIRROR_ENV_VAR}: {base!r} is not a URL; give http(s)://HOST/PATH or "
+                                "file:///ABSOLUTE/PATH (or an absolute folder path)")
+            base = Path(base).as_uri()
+        own.append(f"{base.rstrip('/')}/{spec.name}/{name}")
+    return own + [mirror + name for mirror in spec.mirrors]
+
+
+def _shown(url: str) -> str:
+    """`url` as errors show it: a password in it (https://user:secret@host/) is not repeated."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def sha256_of(path: Path) -> str:
@@ -93,7 +109,7 @@ def download(urls: list[str], dest: Path, expected_sha256: str, timeout: float =
             return
         except (urllib.error.URLError, OSError, http.client.HTTPException, DataError, ValueError) as exc:
             reason = " ".join(str(getattr(exc, "reason", None) or exc).split())  # one line, even for raw peers
-            failures.append(f"{url}: {reason or type(exc).__name__}")
+            failures.append(f"{_shown(url)}: {reason or type(exc).__name__}")
     raise DataError(f"could not download {dest.name} from any mirror ({'; '.join(failures)})")
 
 

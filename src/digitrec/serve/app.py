@@ -1,31 +1,45 @@
 """FastAPI app over one Recognizer: the drawing page at `/`, the JSON API at `/api/v1`.
 
-Every endpoint is a plain `def`: inference is CPU-bound torch code, which FastAPI runs in its thread pool
-(the Recognizer is thread-safe for prediction), so one slow upload never blocks the event loop. Bad input
-is a 4xx with a one-line `detail` that names the field or the uploaded file, never a traceback.
+Inference is CPU-bound torch and numpy code: it runs in worker threads (the Recognizer is thread-safe for
+prediction), a few at a time, so one slow image never blocks the event loop and a burst of large photos
+cannot take all the memory. Bad input is a 4xx with a one-line `detail` that names the field or the
+uploaded file, never a traceback; an unexpected failure is a JSON 500 and a logged traceback.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable
 from importlib import resources
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import anyio
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digitrec import __version__
-from digitrec.errors import ImageError
+from digitrec.checkpoint import model_name
+from digitrec.errors import DigitrecError
 from digitrec.recognizer import Prediction, Recognizer
+
+T = TypeVar("T")
+log = logging.getLogger("digitrec.serve")
 
 API = "/api/v1"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB; larger is not a digit anyone drew
-MAX_REQUEST_BYTES = 64 * 1024 * 1024  # a whole request, checked from its header before it is parsed
+MAX_REQUEST_BYTES = 64 * 1024 * 1024  # a whole request: from its header, and counted as it streams in
 MAX_BATCH_FILES = 64  # one request's worth of work stays under a second or two on a laptop CPU
+# Images decoded at once: a 40 MP photo costs ~300 MB while it is normalised, so the rest wait their turn
+# (answers stay as fast: the CPU is the limit either way).
+DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_NAME_SHOWN = 80  # characters of an uploaded file's name repeated in an error
 
 
 # ------------------------------------------------------------------------------------------ response types
@@ -88,21 +102,102 @@ class Health(BaseModel):
     version: str
 
 
+class ErrorDetail(BaseModel):
+    """Every 4xx and 5xx answer: one line naming the field or the uploaded file."""
+
+    detail: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail, "description": "not a readable image, or a malformed multipart body"},
+    413: {"model": ErrorDetail, "description": "a file or the request is too large"},
+    422: {"model": ErrorDetail, "description": "a missing or malformed field"},
+}
+
+
+class _TooLarge(HTTPException):
+    """Raised from inside the body stream: FastAPI passes an HTTPException through its body parsing (any
+    other exception there becomes a 400), so the client gets this 413."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request too large (over {limit / 2**20:g} MB)", headers={"Connection": "close"})
+
+
+class BodyLimit:
+    """Pure ASGI middleware: refuse a request over `limit` bytes from its Content-Length header, and count
+    the bytes of a chunked one as they arrive, so no client can make the server spool more than `limit`."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await self._refuse(send, f"request too large ({int(length)} bytes, limit {self.limit / 2**20:g} MB)")
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge(self.limit)
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except _TooLarge as exc:  # raised where no handler turned it into an answer
+            if not started:
+                await self._refuse(send, str(exc.detail))
+
+    @staticmethod
+    async def _refuse(send: Send, detail: str) -> None:
+        body = ErrorDetail(detail=detail).model_dump_json().encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
 # ------------------------------------------------------------------------------------------------- helpers
-def _read_upload(upload: UploadFile, limit: int) -> bytes:
+def _shown(upload: UploadFile) -> str:
+    """The upload's name as errors repeat it: quoted, and cut short if a client sent a very long one."""
+    name = upload.filename or "upload"
+    return repr(name if len(name) <= _NAME_SHOWN else name[:_NAME_SHOWN] + "...")
+
+
+async def _read_upload(upload: UploadFile, limit: int) -> bytes:
     """The upload's bytes, refusing more than `limit` without reading past it."""
-    data = upload.file.read(limit + 1)
+    data = await upload.read(limit + 1)
     if len(data) > limit:
-        raise HTTPException(413, f"file {upload.filename!r}: upload too large (limit {limit / 2**20:g} MB)")
+        raise HTTPException(413, f"file {_shown(upload)}: upload too large (limit {limit / 2**20:g} MB)")
     return data
 
 
-def _image_error(upload: UploadFile, exc: ImageError) -> str:
-    """ImageError names a bytes source '<bytes>'; here the user knows it by its upload name."""
+def _image_error(upload: UploadFile, exc: DigitrecError) -> str:
+    """Errors name a bytes source '<bytes>'; here the user knows it by its upload name."""
     message = str(exc)
     if message.startswith("<bytes>: "):
         message = message[len("<bytes>: "):]
-    return f"file {upload.filename or 'upload'!r}: {message}"
+    return f"file {_shown(upload)}: {message}"
+
+
+async def _single_file(request: Request, field: str) -> None:
+    """Refuse two files under a field that takes one (FastAPI would keep the last and drop the rest)."""
+    count = len((await request.form()).getlist(field))
+    if count > 1:
+        raise HTTPException(422, f"{field}: one file expected, got {count}")
 
 
 def _digit_result(p: Prediction, top_k: int, include_image: bool) -> DigitResult:
@@ -120,94 +215,120 @@ def _one_line(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors:
         loc = [str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path", "header")]
-        parts.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
+        msg = str(err.get("msg", "invalid"))
+        if "Expected UploadFile" in msg:  # a text field where a file belongs (curl -F file=text, not file=@path)
+            msg = "expected an uploaded file (multipart/form-data with a filename), got a text field"
+        parts.append(f"{'.'.join(loc) or 'request'}: {msg}")
     return "; ".join(parts) or "invalid request"
 
 
 # ----------------------------------------------------------------------------------------------------- app
 def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               max_request_bytes: int = MAX_REQUEST_BYTES) -> FastAPI:
+               max_request_bytes: int | None = None, workers: int = DEFAULT_WORKERS) -> FastAPI:
     """The app over `recognizer` (default: `Recognizer.load()`, the bundled default model and reader).
-    `max_upload_bytes` bounds each uploaded file, `max_request_bytes` a whole request."""
+    `max_upload_bytes` bounds each uploaded file, `max_request_bytes` a whole request (default: 64 MB, or
+    one file and 1 MB more when a file may be larger); `workers` images are read at once, the rest queue."""
     rec = recognizer or Recognizer.load()
-    app = FastAPI(title="digitrec", version=__version__,
+    limit = max_request_bytes or max(MAX_REQUEST_BYTES, max_upload_bytes + 2**20)
+    slots = anyio.CapacityLimiter(workers)
+    # /docs and /redoc would load Swagger UI and ReDoc from a CDN: the schema is served instead, offline.
+    app = FastAPI(title="digitrec", version=__version__, docs_url=None, redoc_url=None,
                   description="Read handwritten digits from images: one digit, or a number written in a row.")
+    app.add_middleware(BodyLimit, limit=limit)
     static = resources.files("digitrec") / "serve" / "static"
 
+    async def run(fn: Callable[..., T], *args: Any) -> T:
+        """CPU-bound work in a worker thread, at most `workers` at a time."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=slots)
+
     @app.exception_handler(RequestValidationError)
-    def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _one_line(list(exc.errors()))}, status_code=422)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next):
-        # Refuse an oversized body from its header, before multipart parsing spools it to disk.
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_request_bytes:
-            return JSONResponse({"detail": f"request too large ({int(length)} bytes, limit "
-                                           f"{max_request_bytes / 2**20:g} MB)"}, status_code=413)
-        return await call_next(request)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = str(exc.detail)
+        if exc.status_code == 400 and not detail.startswith("file"):  # the multipart parser's own words
+            detail = f"request body: {detail}"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("digitrec: unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the server log has the details"},
+                            status_code=500)
+
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    async def page() -> FileResponse:
         return FileResponse(str(static / "index.html"), media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
     @app.get(f"{API}/health", response_model=Health)
-    def health() -> Health:
+    @app.head(f"{API}/health", include_in_schema=False)  # for uptime monitors and link checkers
+    async def health() -> Health:
         return Health(status="ok", version=__version__)
 
     @app.get(f"{API}/model", response_model=ModelInfo)
-    def model_info() -> ModelInfo:
+    async def model_info() -> ModelInfo:
         card = rec.checkpoint.card
         accuracy = card.get("metrics", {}).get("test_accuracy")
-        return ModelInfo(name=Path(rec.name).stem, model=str(card.get("model") or "ensemble"),
+        reader = await run(lambda: rec.reader)
+        return ModelInfo(name=model_name(rec.checkpoint), model=str(card.get("model") or "ensemble"),
                          classes=list(rec.classes), test_accuracy=accuracy, temperature=rec.temperature,
-                         unsure_below=rec.unsure_below, reads_numbers=rec.reader is not None, version=__version__)
+                         unsure_below=rec.unsure_below, reads_numbers=reader is not None, version=__version__)
 
-    @app.post(f"{API}/predict", response_model=DigitResult,
-              responses={400: {"description": "not a readable image"}, 413: {"description": "too large"}})
-    def predict(file: Annotated[UploadFile, File(description="an image of one digit: PNG, JPEG, GIF, BMP, "
-                                                             "TIFF or WebP")],
-                top_k: Annotated[int, Query(ge=1, le=10)] = 3,
-                include_image: bool = False) -> DigitResult:
+    @app.post(f"{API}/predict", response_model=DigitResult, responses=_ERRORS)
+    async def predict(request: Request,
+                      file: Annotated[UploadFile, File(description="an image of one digit: PNG, JPEG, GIF, BMP, "
+                                                                   "TIFF or WebP")],
+                      top_k: Annotated[int, Query(ge=1, le=10)] = 3,
+                      include_image: bool = False) -> DigitResult:
         """Read the one digit in an uploaded image."""
-        data = _read_upload(file, max_upload_bytes)
+        await _single_file(request, "file")
+        data = await _read_upload(file, max_upload_bytes)
         try:
-            prediction = rec.predict(data)
-        except ImageError as exc:
+            prediction = await run(rec.predict, data)
+        except DigitrecError as exc:
             raise HTTPException(400, _image_error(file, exc)) from None
         return _digit_result(prediction, top_k, include_image)
 
-    @app.post(f"{API}/predict-batch", response_model=BatchResult,
-              responses={413: {"description": "too large"}})
-    def predict_batch(files: Annotated[list[UploadFile], File(description=f"up to {MAX_BATCH_FILES} images")],
-                      top_k: Annotated[int, Query(ge=1, le=10)] = 3) -> BatchResult:
+    @app.post(f"{API}/predict-batch", response_model=BatchResult, responses=_ERRORS)
+    async def predict_batch(files: Annotated[list[UploadFile], File(description=f"up to {MAX_BATCH_FILES} images")],
+                            top_k: Annotated[int, Query(ge=1, le=10)] = 3) -> BatchResult:
         """Read many images in one batched forward pass; a bad file gets its own `error`, the rest are read."""
         if len(files) > MAX_BATCH_FILES:
-            raise HTTPException(413, f"files: {len(files)} uploads, at most {MAX_BATCH_FILES} per request")
-        datas = [_read_upload(f, max_upload_bytes) for f in files]
-        results = rec.predict_many(datas, errors="return")
+            raise HTTPException(422, f"files: {len(files)} uploads, at most {MAX_BATCH_FILES} per request")
+        datas: list[bytes | HTTPException] = []
+        for upload in files:
+            try:
+                datas.append(await _read_upload(upload, max_upload_bytes))
+            except HTTPException as exc:  # one file too large: its own error, the others still read
+                datas.append(exc)
+        readable = [d for d in datas if isinstance(d, bytes)]
+        results = iter(await run(lambda: rec.predict_many(readable, errors="return")))
         items = []
-        for upload, result in zip(files, results, strict=True):
+        for upload, data in zip(files, datas, strict=True):
+            result = next(results) if isinstance(data, bytes) else data
             name = upload.filename or "upload"
-            if isinstance(result, ImageError):
-                items.append(BatchItem(file=name, result=None, error=_image_error(upload, result)))
-            elif isinstance(result, Prediction):
+            if isinstance(result, Prediction):
                 items.append(BatchItem(file=name, result=_digit_result(result, top_k, False), error=None))
-            else:  # another DigitrecError: still this file's, still one line
-                items.append(BatchItem(file=name, result=None, error=f"file {name!r}: {result}"))
+            elif isinstance(result, HTTPException):
+                items.append(BatchItem(file=name, result=None, error=str(result.detail)))
+            else:  # a DigitrecError: this file's, one line
+                items.append(BatchItem(file=name, result=None, error=_image_error(upload, result)))
         return BatchResult(results=items)
 
-    @app.post(f"{API}/read-number", response_model=NumberResult,
-              responses={400: {"description": "not a readable image"}, 413: {"description": "too large"}})
-    def read_number(file: Annotated[UploadFile, File(description="an image of several digits in a row")]
-                    ) -> NumberResult:
+    @app.post(f"{API}/read-number", response_model=NumberResult, responses=_ERRORS)
+    async def read_number(request: Request,
+                          file: Annotated[UploadFile, File(description="an image of several digits in a row")]
+                          ) -> NumberResult:
         """Read a number written in a row (a year, a phone number, a meter reading)."""
-        data = _read_upload(file, max_upload_bytes)
+        await _single_file(request, "file")
+        data = await _read_upload(file, max_upload_bytes)
         try:
-            reading = rec.read_number(data)
-        except ImageError as exc:
+            reading = await run(rec.read_number, data)
+        except DigitrecError as exc:
             raise HTTPException(400, _image_error(file, exc)) from None
         return NumberResult(text=reading.text, confidence=round(reading.confidence, 6), unsure=reading.unsure,
                             digits=[NumberDigit(digit=int(d.digit), confidence=round(d.confidence, 6),

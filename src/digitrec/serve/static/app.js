@@ -11,6 +11,7 @@ const ctx = pad.getContext("2d");
 let mode = "digit";
 let hasInk = false;       // anything drawn since the last clear
 let showingUpload = false; // the pad shows an uploaded image, which the next stroke replaces
+let lastUpload = null;     // that image's file, which Read sends again
 let drawing = null;       // the pointer id of the stroke in progress
 let last = null;
 let readTimer = null;
@@ -28,6 +29,7 @@ function clearPad() {
   ctx.lineJoin = "round";
   hasInk = false;
   showingUpload = false;
+  lastUpload = null;
 }
 
 function point(event) {
@@ -87,23 +89,32 @@ async function send(blob, name) {
   const url = mode === "digit" ? `${API}/predict?top_k=3&include_image=true` : `${API}/read-number`;
   setStatus("Reading…");
   showError("");
-  let response, body;
+  let response, body = null;
   try {
     response = await fetch(url, { method: "POST", body: form });
-    body = await response.json();
   } catch (err) {
     if (no === requestNo) { setStatus(""); showError(`Could not reach the server (${err.message}).`); }
     return;
   }
+  // A proxy in front may answer an error with an HTML page: then say what it answered, not that JSON broke.
+  if ((response.headers.get("content-type") || "").includes("application/json")) {
+    try { body = await response.json(); } catch (err) { body = null; }
+  }
   if (no !== requestNo) return;
   setStatus("");
-  if (!response.ok) { showError(body.detail || `The server answered ${response.status}.`); return; }
+  if (!response.ok || body === null) {
+    const said = body && typeof body.detail === "string" ? body.detail : "";
+    showError(said || `The server answered ${response.status} ${response.statusText}.`.replace(" .", "."));
+    $("announce").textContent = "Error: " + $("error").textContent;
+    return;
+  }
   if (mode === "digit") showDigit(body); else showNumber(body);
   document.body.dataset.answered = String(no);  // lets a test (or a script) wait for the answer
 }
 
 function readPad() {
-  if (!hasInk || showingUpload) { if (!showingUpload) setStatus("Draw a digit first."); return; }
+  if (showingUpload && lastUpload) { send(lastUpload, lastUpload.name); return; }
+  if (!hasInk) { setStatus(mode === "digit" ? "Draw a digit first." : "Draw a number first."); return; }
   pad.toBlob((blob) => send(blob, "drawing.png"), "image/png");
 }
 
@@ -115,6 +126,8 @@ function showDigit(r) {
   $("result-digit").textContent = r.digit === null ? "–" : String(r.digit);
   $("result-confidence").textContent = r.digit === null ? "no ink found" : percent(r.confidence);
   $("result-unsure").hidden = !r.unsure;
+  $("announce").textContent = r.digit === null ? "No digit found." :
+    `Read ${r.digit}, confidence ${percent(r.confidence)}${r.unsure ? ", unsure" : ""}.`;
   const list = $("probs");
   list.replaceChildren();
   r.probabilities.forEach((p, d) => {
@@ -159,6 +172,8 @@ function showNumber(r) {
   $("result-text").textContent = r.text || "–";
   $("result-number-confidence").textContent = r.text ? percent(r.confidence) : "no digits found";
   $("result-number-unsure").hidden = !r.unsure;
+  $("announce").textContent = r.text ? `Read ${r.text}, confidence ${percent(r.confidence)}${r.unsure ? ", unsure" : ""}.` :
+    "No digits found.";
   const list = $("number-digits");
   list.replaceChildren();
   for (const d of r.digits) {
@@ -174,21 +189,23 @@ function showNumber(r) {
 function showUpload(file) {
   const url = URL.createObjectURL(file);
   const img = new Image();
+  clearPad();  // the previous drawing or photo is not what is being read now
   img.onload = () => {
-    clearPad();
     const scale = Math.min(pad.width / img.width, pad.height / img.height);
     const w = img.width * scale, h = img.height * scale;
     ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
     showingUpload = true;
+    lastUpload = file;
     URL.revokeObjectURL(url);
   };
-  img.onerror = () => URL.revokeObjectURL(url);  // the server says what is wrong with it
+  img.onerror = () => URL.revokeObjectURL(url);  // not an image the browser shows: the server says why
   img.src = url;
 }
 
 $("file").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (!file) return;
+  clearTimeout(readTimer);  // a stroke's pending read must not answer for the upload
   showUpload(file);
   send(file, file.name);
   event.target.value = "";  // choosing the same file again reads it again
