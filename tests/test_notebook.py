@@ -42,6 +42,13 @@ def test_tour_notebook_executes(tmp_path, data_dir, monkeypatch):
     assert "the fast CNN reads 4" in outputs, outputs[-2000:]
     assert (tmp_path / "runs" / "tour-fast" / "model.json").is_file()
     assert (tmp_path / "runs" / "tour-report" / "index.html").is_file()
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        assert "skipped: pip install 'digitrec[export]'" in outputs
+    else:
+        assert (tmp_path / "runs" / "tour-fast.onnx").is_file()
+        assert "the same prediction as torch on 100.00% of the digits" in outputs, outputs[-2000:]
     errors = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
               if out.get("output_type") == "error"]
     assert not errors
