@@ -241,6 +241,15 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
         """CPU-bound work in a worker thread, at most `workers` at a time."""
         return await anyio.to_thread.run_sync(fn, *args, limiter=slots)
 
+    async def read_one(request: Request, upload: UploadFile, fn: Callable[[bytes], T]) -> T:
+        """`fn` over the one file uploaded as `file`; an unreadable image is a 400 naming it."""
+        await _single_file(request, "file")
+        data = await _read_upload(upload, max_upload_bytes)
+        try:
+            return await run(fn, data)
+        except DigitrecError as exc:
+            raise HTTPException(400, _image_error(upload, exc)) from None
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _one_line(list(exc.errors()))}, status_code=422)
@@ -285,13 +294,7 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
                       top_k: Annotated[int, Query(ge=1, le=10)] = 3,
                       include_image: bool = False) -> DigitResult:
         """Read the one digit in an uploaded image."""
-        await _single_file(request, "file")
-        data = await _read_upload(file, max_upload_bytes)
-        try:
-            prediction = await run(rec.predict, data)
-        except DigitrecError as exc:
-            raise HTTPException(400, _image_error(file, exc)) from None
-        return _digit_result(prediction, top_k, include_image)
+        return _digit_result(await read_one(request, file, rec.predict), top_k, include_image)
 
     @app.post(f"{API}/predict-batch", response_model=BatchResult, responses=_ERRORS)
     async def predict_batch(files: Annotated[list[UploadFile], File(description=f"up to {MAX_BATCH_FILES} images")],
@@ -324,12 +327,7 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
                           file: Annotated[UploadFile, File(description="an image of several digits in a row")]
                           ) -> NumberResult:
         """Read a number written in a row (a year, a phone number, a meter reading)."""
-        await _single_file(request, "file")
-        data = await _read_upload(file, max_upload_bytes)
-        try:
-            reading = await run(rec.read_number, data)
-        except DigitrecError as exc:
-            raise HTTPException(400, _image_error(file, exc)) from None
+        reading = await read_one(request, file, rec.read_number)
         return NumberResult(text=reading.text, confidence=round(reading.confidence, 6), unsure=reading.unsure,
                             digits=[NumberDigit(digit=int(d.digit), confidence=round(d.confidence, 6),
                                                 box=[int(v) for v in d.box or ()])
