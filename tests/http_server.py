@@ -65,6 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         with owner._lock:
             owner.requests.append(path)
+            owner.authorizations.append(self.headers.get("Authorization"))
             route = owner.routes.get(path, 404)
         if isinstance(route, Stall):
             if owner._stopping.wait(route.seconds):
@@ -111,6 +112,7 @@ class LocalHTTPServer:
     def __init__(self, routes: Mapping[str, Route] | None = None, *, max_lifetime: float = 60.0) -> None:
         self.routes: dict[str, Route] = {self._norm(k): v for k, v in (routes or {}).items()}
         self.requests: list[str] = []
+        self.authorizations: list[str | None] = []  # each request's Authorization header, in order
         self.max_lifetime = max_lifetime
         self._lock = threading.Lock()
         self._stopping = threading.Event()

@@ -99,6 +99,12 @@ def test_data_info_and_show(tmp_path):
     (["train", "--lr", "-1"], ["--lr"], 2),
     (["train", "--augment", "rotate=x"], ["--augment"], 2),
     (["train", "--augment", "wobble=1"], ["unknown augmentation", "wobble"], 2),
+    (["train", "--augment", "hflip=2"], ["--augment hflip=2: must be 0 to 1"], 2),
+    (["train", "--augment", "rotate=1000"], ["--augment rotate=1000: must be 0 to 180"], 2),
+    (["train", "--augment", "scale=-1"], ["--augment scale=-1: must be 0 to 0.9"], 2),
+    (["train", "--augment", "hflip=0.5"], ["--augment hflip: a mirrored digit is another digit"], 2),
+    (["train", "--dataset", "fashion-mnist", "--augment", "flag=0.5"],
+     ["--augment flag: draws the flag of a handwritten 1; not for fashion-mnist"], 2),
     (["train", "--model", "best", "--arch", "widht=64"], ["unknown architecture option", "widht", "width"], 2),
     (["train", "--model", "best", "--arch", "width=wide"], ["--arch", "width=wide"], 2),
     (["train", "--model", "best", "--arch", "width=-8"], ["cannot be built", "width"], 2),
@@ -124,6 +130,32 @@ def test_bad_arguments(args, fragments, code, tmp_path):
     proc = run_cli(*args, "--out", str(tmp_path / "o")) if args[0] == "train" else run_cli(*args)
     assert_one_line_error(proc, *fragments, code=code)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*"))
+
+
+def test_digit_reading_refuses_a_fashion_model(tmp_path):
+    """predict (and serve, and the Recognizer) normalise every image as a digit: clothes would be wrecked."""
+    from digitrec import Recognizer, checkpoint
+    from digitrec.errors import UsageError
+
+    card = json.loads((checkpoint.bundled_dir() / "best.json").read_text())
+    card.update(dataset="fashion-mnist", weights=str(checkpoint.bundled_dir() / "best.safetensors"))
+    path = tmp_path / "fashion.json"
+    path.write_text(json.dumps(card))
+    with pytest.raises(UsageError, match="a fashion-mnist model; the Recognizer"):
+        Recognizer.load(path)
+    assert_one_line_error(run_cli("predict", "--checkpoint", str(path), str(path)),
+                          "a fashion-mnist model", "evaluate and report take it", code=2)
+
+
+def test_cross_dataset_evaluation_and_an_empty_resume_say_so(tmp_path):
+    proc = run_cli("evaluate", "--model", "best", "--dataset", "fashion-mnist", "--no-tta", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["dataset"] == "fashion-mnist"
+    assert proc.stderr.strip().endswith("best.json was trained on mnist, evaluated here on fashion-mnist")
+    proc = run_cli("train", "--model", "mlp", "--epochs", "0.02", "--resume", "--json", "--no-progress",
+                   "--out", str(tmp_path / "typo"))
+    assert proc.returncode == 0, proc.stderr
+    assert f"digitrec: note: nothing to resume in {tmp_path / 'typo'} (no resume.pt); starting from epoch 1" \
+        in proc.stderr
 
 
 def test_an_out_that_cannot_be_written_fails_before_the_work(tmp_path):

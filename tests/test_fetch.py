@@ -232,6 +232,17 @@ def test_own_mirror_as_a_plain_path_and_bad_entries(monkeypatch, tmp_path):
         fetch.ensure_files(labels_spec(), tmp_path, progress=False)
 
 
+def test_a_mirror_url_with_a_password_logs_in_with_it(server, monkeypatch, tmp_path):
+    import base64
+
+    server["mnist/" + TRAIN_LABELS] = real(TRAIN_LABELS)
+    server["mnist/" + TEST_LABELS] = real(TEST_LABELS)
+    monkeypatch.setenv(fetch.MIRROR_ENV_VAR, server.base_url.replace("http://", "http://alice:s%40cret@"))
+    folder = fetch.ensure_files(labels_spec(), tmp_path, progress=False)
+    assert folder_contents(folder) == [TEST_LABELS, TRAIN_LABELS]
+    assert server.authorizations == ["Basic " + base64.b64encode(b"alice:s@cret").decode()] * 2
+
+
 def test_a_password_in_a_mirror_url_is_not_repeated(monkeypatch, tmp_path):
     monkeypatch.setenv(fetch.MIRROR_ENV_VAR, closed_port_url().replace("http://", "http://alice:s3cret@"))
     with pytest.raises(DataError) as info:

@@ -242,3 +242,22 @@ def test_tensorboard_missing_gives_install_hint(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
     with pytest.raises(UsageError, match=r"pip install 'digitrec\[tensorboard\]'"):
         TensorboardLogger(tmp_path / "tb")
+
+
+def test_training_curves_tell_train_from_validation():
+    """One run: train and validation in two colours, named by what each loss is; several runs: one colour each,
+    and their legend beside the plots instead of over them; one epoch is a point at 1, not an axis around it."""
+    from matplotlib.colors import to_hex
+
+    from digitrec.plots import training_curves_figure
+
+    rows = [dict(epoch=e, train_loss=0.5 / e, train_accuracy=0.9, val_loss=0.1 / e, val_accuracy=0.95)
+            for e in (1, 2, 3)]
+    loss_ax = training_curves_figure({"run": rows}).axes[0]
+    assert [line.get_label() for line in loss_ax.lines] == ["train objective", "validation NLL"]
+    assert len({to_hex(line.get_color()) for line in loss_ax.lines}) == 2
+    fig = training_curves_figure({f"seed{k}": rows for k in range(8)})
+    assert fig.axes[0].get_legend() is None and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()][-2:] == ["train", "validation"]
+    single = training_curves_figure({"run": rows[:1]}).axes[0]
+    assert single.get_xlim() == (0.5, 1.5)

@@ -27,6 +27,11 @@ AUGMENTATIONS = {
     "noise": "std of additive Gaussian noise",
     "hflip": "probability of a left-right mirror (for Fashion-MNIST; never for digits)",
 }
+# The values each accepts: beyond them a transform stops meaning what its name says (a probability over 1,
+# a zoom that can flip the image, a rotation past upside down).
+AUGMENT_RANGES = {"rotate": (0.0, 180.0), "scale": (0.0, 0.9), "shear": (0.0, 1.0), "translate": (0.0, 0.5),
+                  "elastic": (0.0, 10.0), "stroke": (0.0, 1.0), "ink": (0.0, 1.0), "flag": (0.0, 1.0),
+                  "blur": (0.0, 1.0), "noise": (0.0, 1.0), "hflip": (0.0, 1.0)}
 
 
 def random_affine(x: torch.Tensor, generator: torch.Generator | None, rotate: float = 0.0,

@@ -78,34 +78,50 @@ def class_balance_figure(counts: dict[str, Sequence[int]], classes: Sequence[str
 
 
 def training_curves_figure(histories: dict[str, Sequence[dict]], title: str = "Training curves"):
-    """Loss and accuracy per epoch; train solid, validation dashed; one colour per run (e.g. ensemble member).
+    """Loss and accuracy per epoch, train solid and validation dashed. One run: train and validation in two
+    colours; several (an ensemble's members): one colour per run, and a legend beside the plots, not over them.
 
     Each history is a list of rows with `epoch`, `train_loss`, `train_accuracy` and optionally `val_loss`,
-    `val_accuracy` (the model card's `history`).
+    `val_accuracy` (the model card's `history`). The two losses differ in kind: the training objective
+    (label smoothing, a teacher's term) against the validation set's plain NLL, so the legend says which.
     """
     plt = _figure()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    from matplotlib.lines import Line2D
+
+    several = len(histories) > 1
+    fig, axes = plt.subplots(1, 2, figsize=(10.5 if several else 9, 3.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, (name, rows) in enumerate(histories.items()):
-        color = colors[k % len(colors)]
-        prefix = f"{name} " if len(histories) > 1 else ""
+    names = {("loss", "train"): "train objective", ("loss", "val"): "validation NLL",
+             ("accuracy", "train"): "train", ("accuracy", "val"): "validation"}
+    last = 1
+    for k, rows in enumerate(histories.values()):
         epochs = [r["epoch"] for r in rows]
+        last = max([last, *epochs])
+        marker = "o" if len(epochs) <= 12 else None  # dots hide the dashes of a long curve
         for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-            for split, style in (("train", "-"), ("val", "--")):
+            for s, (split, style) in enumerate((("train", "-"), ("val", "--"))):
                 pts = [(e, r[f"{split}_{metric}"]) for e, r in zip(epochs, rows, strict=True)
                        if r.get(f"{split}_{metric}") is not None]
                 if pts:
-                    ax.plot(*zip(*pts, strict=True), style, marker="o", markersize=3, color=color,
-                            label=f"{prefix}{'validation' if split == 'val' else split}")
+                    color = colors[(k if several else s) % len(colors)]
+                    ax.plot(*zip(*pts, strict=True), style, marker=marker, markersize=3, color=color,
+                            label=names[(metric, split)])
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
+        if last <= 1:  # one epoch: one point, not an axis from 0.96 to 1.04
+            ax.set_xlim(0.5, 1.5)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        if ax.lines:
+        if ax.lines and not several:
             ax.legend(fontsize=7)
+    if several and axes[0].lines:
+        handles = [Line2D([], [], color=colors[k % len(colors)], label=name) for k, name in enumerate(histories)]
+        handles += [Line2D([], [], color="black", linestyle="-", label="train"),
+                    Line2D([], [], color="black", linestyle="--", label="validation")]
+        fig.legend(handles=handles, fontsize=7, loc="center right", frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.84 if several else 1, 1))
     return fig
 
 
@@ -174,10 +190,10 @@ def embedding_figure(points: np.ndarray, labels: np.ndarray, classes: Sequence[s
     colors = cmap(np.asarray(labels)[order] % cmap.N)
     ax.scatter(points[order, 0], points[order, 1], s=2, alpha=0.5, c=colors, linewidths=0, rasterized=True)
     for c, name in enumerate(classes):
-        ax.scatter([], [], s=12, color=cmap(c % cmap.N), label=name)  # legend entries
+        ax.scatter([], [], s=25, color=cmap(c % cmap.N), label=name)  # legend entries
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(markerscale=5, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from digitrec import checkpoint
-from digitrec.errors import CheckpointError, DigitrecError, ImageError
+from digitrec.errors import CheckpointError, DigitrecError, ImageError, UsageError
 from digitrec.inference import fold_batchnorm, pick_device, predict_logits
 from digitrec.metrics import softmax
 from digitrec.preprocess import ImageSource, Prepared, to_mnist
@@ -52,6 +52,10 @@ class Prediction:
     unsure: bool
     image: np.ndarray                  # the 28x28 float input the model saw
     box: tuple[int, int, int, int] | None = None   # where the digit was found, in source pixels
+
+    def __repr__(self) -> str:  # short: the 28x28 array would print 800 lines in a REPL
+        return (f"Prediction(digit={self.digit}, confidence={self.confidence:.4f}, unsure={self.unsure}, "
+                f"box={self.box})")
 
     def top_k(self, k: int) -> list[tuple[int, float]]:
         order = np.argsort(-self.probabilities)[:k]
@@ -128,6 +132,10 @@ class Recognizer:
 
     def __init__(self, loaded: checkpoint.Checkpoint, device: str = "cpu", tta: bool | None = None,
                  unsure_below: float = UNSURE_BELOW, reader: Reader | str | os.PathLike | None = "bundled"):
+        dataset = loaded.card.get("dataset", "mnist")
+        if dataset != "mnist":  # preprocessing makes any image an MNIST digit: clothes would be wrecked by it
+            raise UsageError(f"{loaded.path}: a {dataset} model; the Recognizer (and predict, serve) reads "
+                             f"handwritten digits only; evaluate and report take it with --dataset {dataset}")
         self.checkpoint = loaded
         self.device = pick_device(device)
         self.model = fold_batchnorm(loaded.model.to(self.device).eval())  # same predictions, less latency
@@ -160,7 +168,7 @@ class Recognizer:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, model: str | None = None, device: str = "cpu",
              tta: bool | None = None, reader: Reader | str | os.PathLike | None = "bundled") -> Recognizer:
-        """`path`: a checkpoint; else the bundled `model` ('distilled', 'best', 'ensemble', 'fast'); else the default.
+        """`path`: a checkpoint; else the bundled `model` ('distilled', 'best', 'ensemble'); else the default.
         `reader`: the row reader for `read_number` ('bundled', a reader checkpoint, or None: segmentation)."""
         if path is not None:
             loaded = checkpoint.load(path)

@@ -343,7 +343,10 @@ def _training_section(ctx: _Context, loaded: ckpt.Checkpoint) -> None:
     body = f"<p>{esc(note)}</p>" if note else ""
     if histories:
         body += ctx.figure(plots.training_curves_figure(histories, "Loss and accuracy per epoch"),
-                           "training_curves.png", "Training curves: train solid, validation dashed")
+                           "training_curves.png",
+                           "Training curves: train solid, validation dashed. The train loss is the training "
+                           "objective (with label smoothing and, for a distilled model, the teacher's term); the "
+                           "validation loss is the plain negative log-likelihood")
         keys = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
         for run, rows in histories.items():
             present = [k for k in keys if any(k in r for r in rows)]
@@ -531,8 +534,8 @@ main{max-width:1000px;margin:0 auto;padding:1em 1.5em 4em;background:#fff}
 nav{position:sticky;top:0;background:#fff;border-bottom:1px solid #ddd;padding:.4em 0;font-size:13px;z-index:1}
 nav a{margin-right:.9em;color:#0645ad;text-decoration:none}
 h1{font-size:1.6em;margin:.4em 0}h2{border-bottom:2px solid #eee;padding-bottom:.2em;margin-top:1.8em}
-h3{margin-top:1.3em}
-table{border-collapse:collapse;margin:.6em 0;font-size:13px}
+h3{margin-top:1.3em}section,h2{scroll-margin-top:3em}
+table{border-collapse:collapse;margin:.6em 0;font-size:13px;display:block;max-width:100%;overflow-x:auto}
 th,td{border:1px solid #ddd;padding:.2em .55em;text-align:left;vertical-align:top}
 thead th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.confusion td.diag{background:#e7f0fb;font-weight:600}

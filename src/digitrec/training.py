@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from digitrec import checkpoint
 from digitrec.atomic import atomic_open, writable_folder
-from digitrec.augment import AUGMENTATIONS, augment_batch
+from digitrec.augment import AUGMENT_RANGES, AUGMENTATIONS, augment_batch
 from digitrec.data import Dataset, load_dataset
 from digitrec.data.extra import load_extra_digits
 from digitrec.errors import CheckpointError, DigitrecError, UsageError
@@ -74,6 +74,17 @@ def resolve_recipe(config: TrainConfig) -> dict[str, Any]:
     if unknown:
         raise UsageError(f"unknown augmentation(s): {', '.join(sorted(unknown))}; "
                          f"choose from: {', '.join(AUGMENTATIONS)}")
+    for name, value in (recipe.get("augment") or {}).items():
+        low, high = AUGMENT_RANGES[name]
+        if not low <= float(value) <= high:
+            raise UsageError(f"--augment {name}={float(value):g}: must be {low:g} to {high:g} "
+                             f"({AUGMENTATIONS[name]})")
+    digits = config.dataset == "mnist"
+    for name, wrong in (("hflip", digits), ("flag", not digits)):
+        if wrong and float((recipe.get("augment") or {}).get(name, 0)) > 0:
+            raise UsageError(f"--augment {name}: " + ("a mirrored digit is another digit (or none); hflip is for "
+                                                      "fashion-mnist" if digits else
+                                                      f"draws the flag of a handwritten 1; not for {config.dataset}"))
     if int(recipe["batch_size"]) < 1:
         raise UsageError(f"--batch-size must be at least 1, got {recipe['batch_size']}")
     if not float(recipe["epochs"]) > 0:
@@ -357,6 +368,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             raise UsageError(f"--resume: {resume_path} does not fit this run ({type(exc).__name__}); give the "
                              "options it was started with, or another --out") from None
         _log(f"resumed from {resume_path} after epoch {start_epoch}", rank)
+    elif config.resume and rank == 0:  # a mistyped --out would otherwise restart a long run without a word
+        print(f"digitrec: note: nothing to resume in {out_stem.parent} (no resume.pt); starting from epoch 1",
+              file=sys.stderr, flush=True)
     smoothing = float(recipe.get("label_smoothing", 0.0))
     use_bf16 = bool(recipe.get("bf16", False)) and bf16_is_fast(device)
     augment = recipe.get("augment") or {}

@@ -22,7 +22,7 @@ def app() -> None:
 
 @app.group("data")
 def data_app() -> None:
-    """Inspect and fetch datasets."""
+    """Inspect datasets (missing files are downloaded first, checksum-verified)."""
 
 
 def main(argv: list[str] | None = None) -> int:

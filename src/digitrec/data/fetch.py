@@ -9,6 +9,7 @@ the registry's public mirrors.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import os
@@ -61,6 +62,20 @@ def _shown(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
+def _request(url: str) -> str | urllib.request.Request:
+    """`url` as urlopen takes it: credentials in it (https://user:secret@host/) become a Basic
+    Authorization header, since urllib would otherwise take 'user:secret@host' for the host's name."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    user = urllib.parse.unquote(parts.username)
+    token = base64.b64encode(f"{user}:{urllib.parse.unquote(parts.password or '')}".encode()).decode()
+    return urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)),
+                                  headers={"Authorization": f"Basic {token}"})
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -96,7 +111,7 @@ def download(urls: list[str], dest: Path, expected_sha256: str, timeout: float =
         try:
             with atomic_open(dest, "wb") as out:
                 digest = hashlib.sha256()
-                with urllib.request.urlopen(url, timeout=timeout) as response:
+                with urllib.request.urlopen(_request(url), timeout=timeout) as response:
                     total = int(response.headers.get("Content-Length") or 0) or None
                     with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
                               disable=not progress, leave=False) as bar:
