@@ -206,6 +206,15 @@ def test_cli_bad_files_reported_and_rest_processed(image_folder, tmp_path):
     assert len(errors) == 1 and errors[0].startswith("digitrec: error: ") and "text.jpg" in errors[0]
 
 
+def test_cli_top_k_keeps_the_schema_for_blank_and_bad_files(tmp_path):
+    Image.new("L", (120, 90), 255).save(tmp_path / "blank.png")
+    (tmp_path / "bad.png").write_text("not an image")
+    proc = run_cli("predict", str(tmp_path / "blank.png"), str(tmp_path / "bad.png"), "--json", "--top-k", "2")
+    blank, bad = map(json.loads, proc.stdout.splitlines())
+    assert blank["digit"] is None and blank["top_k"] == [] and blank["error"] is None
+    assert bad["top_k"] is None and bad["error"] and list(bad) == list(blank)
+
+
 def test_cli_a_large_image_is_one_line_without_pillows_warning(tmp_path):
     """144 MP: over Pillow's warning limit (~89 MP), under its own refusal (~179 MP), over ours (40 MP). Pillow's
     two-line DecompressionBombWarning used to come before our one-line error."""
@@ -218,7 +227,8 @@ def test_cli_a_large_image_is_one_line_without_pillows_warning(tmp_path):
 
 @pytest.mark.parametrize("args", [["predict"], ["predict", "x.png", "--top-k", "0"],
                                   ["predict", "x.png", "--model", "nope"],
-                                  ["predict", "x.png", "--checkpoint", "a", "--model", "best"]])
+                                  ["predict", "x.png", "--checkpoint", "a", "--model", "best"],
+                                  ["predict", "x.png", "--multi", "--top-k", "3"]])
 def test_cli_predict_usage_errors(args):
     proc = run_cli(*args)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

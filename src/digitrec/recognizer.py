@@ -65,8 +65,8 @@ class Prediction:
         out: dict[str, Any] = dict(digit=self.digit, confidence=round(self.confidence, 6),
                                    probabilities=[round(float(p), 6) for p in self.probabilities],
                                    unsure=self.unsure, box=list(self.box) if self.box else None)
-        if top_k:
-            out["top_k"] = [[d, round(p, 6)] for d, p in self.top_k(top_k)]
+        if top_k:  # no ink: no ranking of ten zeros
+            out["top_k"] = [[d, round(p, 6)] for d, p in self.top_k(top_k)] if self.digit is not None else []
         return out
 
 

@@ -37,7 +37,7 @@ def info(dataset, data_dir, offline, json_out) -> None:
         r = report[split]
         print(f"  {split:5} {r['n']:6d} images {r['shape'][0]}x{r['shape'][1]}  pixel mean {r['pixel_mean']:.4f}"
               f"  std {r['pixel_std']:.4f}  sha256 ok")
-        print("        per class: " + " ".join(f"{spec.classes[c][:7]}={n}" for c, n in enumerate(r["class_counts"])))
+        print("        per class: " + " ".join(f"{spec.classes[c]}={n}" for c, n in enumerate(r["class_counts"])))
 
 
 @data_app.command("show")

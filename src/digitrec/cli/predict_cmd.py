@@ -146,11 +146,13 @@ def _prepared_results(rec, files: list[str], prefetch: _Prefetch) -> list:
 @click.option("--multi", is_flag=True, help="Each image holds several digits in a row: read them all.")
 @click.option("--tta/--no-tta", default=None, help="Test-time augmentation: 5x the compute (default: off).")
 @options.device
-@options.json_out
+@click.option("--json", "json_out", is_flag=True, help="Print one JSON object per input, a line each.")
 def predict(paths, checkpoint, model, top_k, multi, tta, device, json_out) -> None:
     """Recognise the digit in each image (PNG, JPEG, GIF, BMP, TIFF, WebP; folders recursively)."""
     if checkpoint and model:
         raise UsageError("give --checkpoint or --model, not both")
+    if multi and top_k:
+        raise UsageError("--top-k ranks one digit's answers; with --multi each digit has its confidence instead")
     # Pillow warns (two lines on stderr) from ~89 MP; preprocess refuses from 40 MP anyway, in one line.
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     items = list(expand(paths))
@@ -208,7 +210,7 @@ def _emit_all(rec, items: list[tuple[str, str | None]], prefetch: _Prefetch | No
             error = err or (str(result) if isinstance(result, DigitrecError) else None)
             if error:
                 failed += 1
-                _emit_error(f, error, json_out, multi, lines)
+                _emit_error(f, error, json_out, multi, lines, top_k)
             else:
                 _emit(f, result, json_out, top_k, multi, lines)
         _flush(lines)
@@ -223,11 +225,13 @@ def _flush(lines: Iterable[str]) -> None:
         sys.stdout.flush()
 
 
-def _emit_error(file: str, error: str, json_out: bool, multi: bool, out: list[str]) -> None:
+def _emit_error(file: str, error: str, json_out: bool, multi: bool, out: list[str], top_k: int | None = None) -> None:
     if json_out:
         # The same keys, in the same order, as a result line, so consumers can read every line alike.
         empty = (dict(text=None, confidence=None, unsure=True, digits=[]) if multi else
                  dict(digit=None, confidence=None, probabilities=None, unsure=True, box=None))
+        if top_k and not multi:
+            empty["top_k"] = None
         record = dict(file=file, **empty, error=error)
         out.append(json.dumps(record) + "\n")
     else:
