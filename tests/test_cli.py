@@ -147,6 +147,27 @@ def test_digit_reading_refuses_a_fashion_model(tmp_path):
                           "a fashion-mnist model", "evaluate and report take it", code=2)
 
 
+def test_a_card_naming_an_unknown_model_names_the_card(tmp_path):
+    from digitrec import checkpoint
+
+    card = json.loads((checkpoint.bundled_dir() / "best.json").read_text())
+    card["model"] = "nonsense"
+    (tmp_path / "odd.json").write_text(json.dumps(card))
+    assert_one_line_error(run_cli("evaluate", "--checkpoint", str(tmp_path / "odd.json")),
+                          f"{tmp_path / 'odd.json'}: unknown model 'nonsense'", code=2)
+
+
+def test_report_warns_like_evaluate_on_another_dataset(capsys):
+    from digitrec import checkpoint
+
+    loaded = checkpoint.bundled("best")
+    checkpoint.warn_if_other_dataset(loaded, "mnist")
+    assert capsys.readouterr().err == ""
+    checkpoint.warn_if_other_dataset(loaded, "fashion-mnist")
+    assert capsys.readouterr().err.strip() == (f"digitrec: warning: {loaded.path} was trained on mnist, evaluated "
+                                               "here on fashion-mnist")
+
+
 def test_cross_dataset_evaluation_and_an_empty_resume_say_so(tmp_path):
     proc = run_cli("evaluate", "--model", "best", "--dataset", "fashion-mnist", "--no-tta", "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["dataset"] == "fashion-mnist"

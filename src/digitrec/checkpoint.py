@@ -24,7 +24,7 @@ from torch import nn
 
 from digitrec import __version__
 from digitrec.atomic import atomic_write_bytes, atomic_write_text
-from digitrec.errors import CheckpointError, UnknownModelError
+from digitrec.errors import CheckpointError, UnknownModelError, UsageError
 from digitrec.models import build_model, get_spec
 
 BUNDLED = ("distilled", "best", "ensemble", "fast")  # in order of preference for the default
@@ -115,6 +115,15 @@ def model_name(loaded: Checkpoint) -> str:
     return loaded.path.parent.name if stem == "model" and loaded.path.parent.name else stem
 
 
+def warn_if_other_dataset(loaded: Checkpoint, dataset: str) -> None:
+    """One line on stderr when a model is measured on a dataset it was not trained on: allowed (a cross-dataset
+    check), but never silently, since the figures then say little about the model."""
+    trained_on = loaded.card.get("dataset", "mnist")
+    if dataset != trained_on:
+        print(f"digitrec: warning: {loaded.path} was trained on {trained_on}, evaluated here on {dataset}",
+              file=sys.stderr, flush=True)
+
+
 def read_weights(card_path: Path, card: dict[str, Any]) -> tuple[Path, dict[str, torch.Tensor]]:
     """The safetensors file a card names (default: beside it, same stem) and its tensors."""
     weights = card_path.parent / card.get("weights", card_path.with_suffix(".safetensors").name)
@@ -128,7 +137,10 @@ def read_weights(card_path: Path, card: dict[str, Any]) -> tuple[Path, dict[str,
 
 def _load_single(card_path: Path, card: dict[str, Any]) -> nn.Module:
     name = card["model"]
-    get_spec(name)  # unknown model name -> UsageError
+    try:
+        get_spec(name)
+    except UsageError as exc:  # a card from a newer digitrec, or hand-edited: say which card
+        raise UsageError(f"{card_path}: {exc}") from None
     weights, state = read_weights(card_path, card)
     model = build_model(name, **card.get("hparams", {}))
     try:

@@ -122,7 +122,7 @@ MODELS: dict[str, ModelSpec] = {
         # label smoothing 0.1: +0.2 % test accuracy after one epoch (99.13 % mean of 5 seeds vs 98.9 %)
         epochs=1, batch_size=128, lr=0.01, optimizer="adam", betas=(0.7, 0.9), weight_decay=0.0,
         schedule="onecycle", warmup=0.2, label_smoothing=0.1, ema=0.0, augment={}, bf16=True,
-    ), "99 % in about 3 s on two CPU cores"),
+    ), "two strided convolutions, one epoch: the quickest way past 99 % (its time and accuracy print below)"),
     "best": ModelSpec("best", best, dict(
         epochs=40, batch_size=128, lr=2e-3, optimizer="adamw", betas=(0.9, 0.999), weight_decay=5e-4,
         schedule="onecycle", warmup=0.15, label_smoothing=0.1, ema=0.999, bf16=True,

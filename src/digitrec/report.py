@@ -182,6 +182,7 @@ def build_report(out: str | os.PathLike, checkpoint: str | os.PathLike | None = 
         with steps.step("load"):
             loaded = _load(checkpoint, model)
             name = dataset or loaded.card.get("dataset", "mnist")
+            ckpt.warn_if_other_dataset(loaded, name)
             spec = get_spec(name)
             dev = pick_device(device)
             if dev.type == "cuda" and not torch.cuda.is_available():

@@ -129,11 +129,8 @@ def evaluate(checkpoint, model, dataset, tta, device, data_dir, offline, json_ou
     if checkpoint is not None and model is not None:
         raise UsageError("give --checkpoint or --model, not both")
     loaded = ckpt.load(checkpoint) if checkpoint else ckpt.bundled(model or "best")
-    trained_on = loaded.card.get("dataset", "mnist")
-    name = dataset or trained_on
-    if name != trained_on:  # allowed (a cross-dataset check), but never silently
-        print(f"digitrec: warning: {loaded.path} was trained on {trained_on}, evaluated here on {name}",
-              file=sys.stderr, flush=True)
+    name = dataset or loaded.card.get("dataset", "mnist")
+    ckpt.warn_if_other_dataset(loaded, name)
     data = load_dataset(name, "test", data_dir, offline)
     use_tta = loaded.card.get("tta", False) if tta is None else tta
     dev = pick_device(device)
