@@ -142,9 +142,12 @@ def ensure_files(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, o
                     f"or point --data-dir / ${ENV_VAR} at a folder holding {spec.name}/"
                 )
             urls = mirror_urls(spec, name)
+            fresh = not folder.exists()
             try:
                 download(urls, path, spec.sha256[name], progress=progress)
             except DataError as exc:
+                if fresh and folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()  # a failed first download leaves no empty dataset folder behind
                 raise DataError(
                     f"{exc}. Without network, put the {spec.name} .gz files in {folder}, "
                     f"point --data-dir / ${ENV_VAR} at a folder holding {spec.name}/, "
