@@ -6,10 +6,12 @@ import io
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -171,20 +173,15 @@ def _truncated_jpeg(test_digits) -> bytes:
 
 
 def _bomb() -> bytes:
-    """A 30000x30000 PNG (900 MP) that compresses to a few hundred KB: must be refused before decoding."""
-    import zlib
-
+    """A 30000x30000 PNG (900 MP) that compresses to under 1 MB: must be refused before decoding. Written
+    row by row, so making it never holds the 900 MB of pixels either."""
     width = height = 30000
-    row = b"\x00" + b"\x00" * width
     compressor = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)  # a filter byte and one grey byte per pixel
     body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        import struct
-
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    import struct
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
