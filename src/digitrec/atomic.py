@@ -36,19 +36,28 @@ def _regular_target(path: Path, option: str = "") -> Path:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary sibling of `path`; on success rename it over `path`, on error delete it."""
+def staged_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling of `path` to write by name (for writers that want a path, not an open file); on
+    success it is renamed over `path`, on any error or interrupt deleted. Whatever checks the file must
+    pass go inside the block, so a file that fails them never appears under its name."""
     path = _regular_target(Path(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any file we create
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary sibling of `path`; on success rename it over `path`, on error delete it."""
+    with staged_path(path) as tmp, open(tmp, mode) as f:
+        yield f
 
 
 def writable_folder(path: str | os.PathLike, option: str = "--out", shown: Path | None = None) -> Path:

@@ -176,6 +176,16 @@ def bundled(name: str = "best") -> Checkpoint:
     return load(card)
 
 
+def choose(path: str | os.PathLike | None = None, name: str | None = None) -> Checkpoint:
+    """The checkpoint a command names: `--checkpoint PATH`, else the bundled `--model NAME`, else the
+    Recognizer's default; both given is a usage error."""
+    if path is not None and name is not None:
+        raise UsageError("give --checkpoint or --model, not both")
+    if path is not None:
+        return load(path)
+    return bundled(name) if name is not None else default_bundled()
+
+
 def default_bundled() -> Checkpoint:
     """The Recognizer's default: `distilled`, the `best` network taught by the bundled ensemble
     (`train --teacher ensemble`) with the pen-ink and 1-flag augmentations (`--augment ...,ink=0.5,flag=0.3`).

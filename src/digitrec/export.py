@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from digitrec import __version__, checkpoint
-from digitrec.atomic import _UMASK, writable_file
+from digitrec.atomic import staged_path, writable_file
 from digitrec.checkpoint import model_name
 from digitrec.errors import DigitrecError, UsageError
 from digitrec.inference import fold_batchnorm
@@ -90,7 +89,7 @@ def export_onnx(loaded: checkpoint.Checkpoint, out: str | os.PathLike, opset: in
     name = model_name(loaded)
     reference = _Calibrated(_cpu_copy(loaded.model), loaded.temperature).eval()
     folded = _Calibrated(fold_batchnorm(loaded.model).cpu(), loaded.temperature).eval()
-    with _staged(target) as tmp:
+    with staged_path(target) as tmp:  # verified inside, renamed only after
         program = _export(folded, target, opset)
         actual_opset = program.model.opset_imports.get("", 0)
         if opset is not None and actual_opset != opset:
@@ -183,23 +182,6 @@ def _run_onnxruntime(path: Path, images: np.ndarray, target: Path) -> np.ndarray
     except Exception as exc:  # noqa: BLE001  onnxruntime's errors are its own types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DigitrecError(f"{target}: onnxruntime cannot run the exported model ({first})") from exc
-
-
-@contextlib.contextmanager
-def _staged(target: Path) -> Iterator[Path]:
-    """A temporary sibling of `target`, renamed over it when the block succeeds and deleted when it fails.
-
-    Why not atomic.atomic_open: the exporter and onnxruntime want a path, not an open file, and the file must
-    be verified after it is closed and before the rename."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any file we create
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager

@@ -115,16 +115,6 @@ def pca_2d(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return points, ratio
 
 
-def _load(checkpoint: str | os.PathLike | None, model: str | None) -> ckpt.Checkpoint:
-    if checkpoint is not None and model is not None:
-        raise UsageError("give --checkpoint or --model, not both")
-    if checkpoint is not None:
-        return ckpt.load(checkpoint)
-    if model is not None:
-        return ckpt.bundled(model)
-    return ckpt.default_bundled()
-
-
 def _histories(loaded: ckpt.Checkpoint) -> tuple[dict[str, list[dict]], str]:
     """Training histories to plot, and a sentence about where they came from."""
     card = loaded.card
@@ -180,7 +170,7 @@ def build_report(out: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     t_start = time.perf_counter()
     try:
         with steps.step("load"):
-            loaded = _load(checkpoint, model)
+            loaded = ckpt.choose(checkpoint, model)
             name = dataset or loaded.card.get("dataset", "mnist")
             ckpt.warn_if_other_dataset(loaded, name)
             spec = get_spec(name)

@@ -28,12 +28,13 @@ def export(checkpoint, model, fmt, out, opset, json_out) -> None:
     """Export a model to ONNX: input "image" [batch, 1, 28, 28] as to_mnist makes it, outputs "logits" and
     calibrated "probabilities" [batch, 10]; checked against torch with onnxruntime before it is written."""
     from digitrec import export as exporter
+    from digitrec.checkpoint import choose
 
     if checkpoint and model:
         raise UsageError("give --checkpoint or --model, not both")
     exporter.require_extra()
     exporter.check_opset(opset)
-    loaded = _load(checkpoint, model)
+    loaded = choose(checkpoint, model)
     result = exporter.export_onnx(loaded, out or f"digitrec-{exporter.model_name(loaded)}.onnx", opset=opset)
     if json_out:
         click.echo(json.dumps(dict(result, format=fmt)))
@@ -41,12 +42,3 @@ def export(checkpoint, model, fmt, out, opset, json_out) -> None:
         click.echo(f"wrote {result['out']}: {result['model']}, ONNX opset {result['opset']}, "
                    f"{result['bytes'] / 1e6:.2f} MB, matches torch on {result['batch_verified']} images "
                    f"(max probability difference {result['max_abs_diff']:.1g}), {result['seconds']:.1f} s")
-
-
-def _load(path: str | None, name: str | None):
-    """The checkpoint named, as `predict` and the Recognizer choose it."""
-    from digitrec import checkpoint
-
-    if path:
-        return checkpoint.load(path)
-    return checkpoint.bundled(name) if name else checkpoint.default_bundled()
