@@ -49,6 +49,7 @@ def no_proxy(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "*")
     monkeypatch.delenv(fetch.MIRROR_ENV_VAR, raising=False)  # a user's own mirror must not leak into the tests
+    monkeypatch.delenv(fetch.PUBLIC_ENV_VAR, raising=False)
 
 
 @pytest.fixture
@@ -204,6 +205,32 @@ def test_own_mirror_comes_first_and_is_laid_out_as_a_data_root(server, monkeypat
         assert sorted(server.requests) == ["/mnist/" + TEST_LABELS, "/mnist/" + TRAIN_LABELS]
         assert public.requests == ["/" + TEST_LABELS]  # only what the own mirror did not have
         assert folder_contents(folder) == [TEST_LABELS, TRAIN_LABELS]
+    finally:
+        public.stop()
+
+
+def test_public_mirrors_can_be_switched_off(server, monkeypatch, tmp_path):
+    """$DIGITREC_PUBLIC_MIRRORS=off: only the own mirror is asked; with none, a one-line error before any request."""
+    public = LocalHTTPServer(max_lifetime=60).start()
+    try:
+        public[TEST_LABELS] = real(TEST_LABELS)
+        spec = labels_spec(public.base_url)
+        monkeypatch.setenv(fetch.PUBLIC_ENV_VAR, "off")
+        with pytest.raises(DataError, match=rf"mnist/{TRAIN_LABELS}: missing, \$DIGITREC_PUBLIC_MIRRORS is off and "
+                                            r"\$DIGITREC_MIRROR names no mirror of your own"):
+            fetch.ensure_files(spec, tmp_path / "a", progress=False)
+        server["mnist/" + TRAIN_LABELS] = real(TRAIN_LABELS)
+        monkeypatch.setenv(fetch.MIRROR_ENV_VAR, server.base_url)
+        assert fetch.mirror_urls(spec, TEST_LABELS) == [server.base_url + "mnist/" + TEST_LABELS]
+        with pytest.raises(DataError, match=f"mnist/{TEST_LABELS}: Not Found\\)"):  # not in the own mirror: no fallback
+            fetch.ensure_files(spec, tmp_path / "b", progress=False)
+        assert public.requests == []
+        assert folder_contents(tmp_path / "b" / "mnist") == [TRAIN_LABELS]
+        monkeypatch.setenv(fetch.PUBLIC_ENV_VAR, "On")
+        assert fetch.mirror_urls(spec, TEST_LABELS)[-1] == public.base_url + TEST_LABELS
+        monkeypatch.setenv(fetch.PUBLIC_ENV_VAR, "maybe")
+        with pytest.raises(DataError, match=r"\$DIGITREC_PUBLIC_MIRRORS: 'maybe' is neither on nor off"):
+            fetch.mirror_urls(spec, TEST_LABELS)
     finally:
         public.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import html
 import json
 import shutil
 from html.parser import HTMLParser
@@ -145,7 +146,7 @@ def test_report_numbers_equal_evaluate_json(report_dir, mlp_run):
     assert 0 <= ece_after <= 0.1 and 0 <= ece_before <= 0.1
 
 
-def test_report_on_an_ensemble_shows_member_curves_and_fits_temperature(mlp_run, tmp_path, capsys):
+def test_report_on_an_ensemble_shows_member_curves_and_calibrates_as_predict_does(mlp_run, tmp_path, capsys):
     from digitrec.ensemble import write_ensemble
 
     first = Path(mlp_run["checkpoint"])
@@ -158,7 +159,10 @@ def test_report_on_an_ensemble_shows_member_curves_and_fits_temperature(mlp_run,
     assert "wrote" in out and "accuracy" in out
     text = (tmp_path / "r" / "index.html").read_text()
     assert "curves of its 2 of 2 members" in text and "member 1 (seed 0)" in text
-    assert "fitted here on the last 5000 training images" in text
+    # the probabilities `predict` gives: the members' own temperatures, nothing fitted again on training images
+    assert "the members' own temperatures" in html.unescape(text) and "fitted here" not in text
+    page = _parse(tmp_path / "r" / "index.html")
+    assert page.values["ece_after"] == page.values["ece_before"]
     assert "the first member" in text
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(mlp_run["test_accuracy"])  # two identical members

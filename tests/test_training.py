@@ -216,6 +216,25 @@ def test_fractional_epochs_stop_the_last_epoch_early(tmp_path, epochs, steps, ro
     assert card["steps"] == steps and len(card["history"]) == rows
 
 
+def test_ctrl_c_in_the_first_epoch_leaves_no_empty_folder(tmp_path):
+    """--out (and any parent it needed) appears with the first file written into it: an interrupted first
+    epoch, with nothing to resume yet, leaves nothing behind."""
+    out = tmp_path / "runs" / "first"
+    cmd = [sys.executable, "-m", "digitrec", "train", "--model", "best", "--epochs", "2", "--threads", "1",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen, deadline = b"", time.monotonic() + 120
+    while b"epoch 1/2" not in seen and proc.poll() is None and time.monotonic() < deadline:
+        seen += os.read(proc.stderr.fileno(), 4096)  # the progress bar, written with \r and no newline
+    assert b"epoch 1/2" in seen, seen.decode(errors="replace")
+    assert out.exists() is False
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130
+    assert b"Traceback" not in seen + rest
+    assert not (tmp_path / "runs").exists()
+
+
 def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path):
     reference = run_cli(*_train_args(tmp_path / "ref"))
     assert reference.returncode == 0, reference.stderr

@@ -61,19 +61,25 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
 
 def writable_folder(path: str | os.PathLike, option: str = "--out", shown: Path | None = None) -> Path:
-    """`path` as a folder digitrec can write into, created if missing. Checked before the work, so a long
-    run cannot end in an error about where to put its result; otherwise a UsageError naming `option` and
-    `shown` (default: the folder)."""
+    """`path` as a folder digitrec can write into; otherwise a UsageError naming `option` and `shown`
+    (default: the folder). Checked before the work, so a long run cannot end in an error about where to put
+    its result. Folders it had to make for the check are removed again: the first write makes them for good
+    (every write goes through `staged_path`), so a run interrupted before it wrote anything leaves nothing."""
     folder = Path(path).expanduser()
     name = f"{option} {shown or folder}"
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{name}: " + (f"{folder} is not a folder" if shown else "exists and is not a folder"))
+    missing = [p for p in (folder, *folder.absolute().parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as exc:
         raise UsageError(f"{name}: cannot write there ({exc.strerror or exc})") from None
+    finally:
+        for made in missing:  # deepest first; rmdir leaves any folder something else wrote into meanwhile
+            with contextlib.suppress(OSError):
+                made.rmdir()
     return folder
 
 

@@ -67,7 +67,12 @@ def resolve(path: str | os.PathLike) -> Path:
     for candidate in (p, p.with_suffix(".json"), Path(str(p) + ".json")):
         if candidate.suffix == ".json" and candidate.is_file():
             return candidate
-    raise CheckpointError(f"{p}: no such checkpoint (looked for {p.with_suffix('.json').name})")
+    card = p.with_suffix(".json").name
+    if p.suffix == ".safetensors" and p.is_file():
+        raise CheckpointError(f"{p}: its model card {card} is missing (a checkpoint is the two files together)")
+    if p.is_file():
+        raise CheckpointError(f"{p}: not a checkpoint (give a model card .json, its .safetensors or its folder)")
+    raise CheckpointError(f"{p}: no such checkpoint (looked for {card})")
 
 
 def read_card(card_path: Path) -> dict[str, Any]:

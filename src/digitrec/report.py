@@ -225,7 +225,13 @@ def build_report(out: str | os.PathLike, checkpoint: str | os.PathLike | None = 
 def _calibration(loaded: ckpt.Checkpoint, logits: np.ndarray, test: Dataset, train: Dataset,
                  device: torch.device, tta: bool, progress: bool) -> dict[str, Any]:
     card_t = loaded.card.get("temperature")
-    if card_t is not None and float(card_t) != 1.0:
+    if "members" in loaded.card:
+        # What `predict` and the Recognizer use: the members' probabilities, each at its own temperature.
+        temperature = 1.0
+        source = ("the members' own temperatures, each fitted during its training on its held-out training "
+                  "images, before their probabilities are averaged (as `predict` does); the test set was not "
+                  "used to choose them")
+    elif card_t is not None and float(card_t) != 1.0:
         temperature = float(card_t)
         n_val = loaded.card.get("val") or 0
         source = ("the model card's temperature"

@@ -11,13 +11,10 @@ import json
 import click
 
 from digitrec.cli import app, options
-from digitrec.errors import UsageError
 
 
 @app.command("export")
-@click.option("--checkpoint", type=click.Path(), default=None, help="Checkpoint card to export.")
-@click.option("--model", default=None,
-              help="Bundled model: distilled (the default), best, ensemble (or a member, ensemble-1 to -7).")
+@options.model_choice()
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True,
               help="File format.")
 @click.option("--out", type=click.Path(), default=None,
@@ -30,8 +27,6 @@ def export(checkpoint, model, fmt, out, opset, json_out) -> None:
     from digitrec import export as exporter
     from digitrec.checkpoint import choose
 
-    if checkpoint and model:
-        raise UsageError("give --checkpoint or --model, not both")
     exporter.require_extra()
     exporter.check_opset(opset)
     loaded = choose(checkpoint, model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from digitrec.errors import UsageError
@@ -14,6 +16,26 @@ json_out = click.option("--json", "json_out", is_flag=True, help="Print one JSON
 device = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
                       show_default=True)
 dataset = click.option("--dataset", default="mnist", show_default=True, help="mnist or fashion-mnist")
+
+
+def model_choice(default: str = "distilled"):
+    """`--checkpoint PATH` or `--model NAME`, the two ways a command names the model it uses; giving both is
+    a usage error, refused before the command loads anything."""
+    others = [name for name in ("distilled", "best", "ensemble", "ensemble-1 to -7") if name != default]
+    names = ", ".join([f"{default} (the default)", *others])
+
+    def decorate(command):
+        @functools.wraps(command)
+        def checked(*args, **kwargs):
+            if kwargs.get("checkpoint") is not None and kwargs.get("model") is not None:
+                raise UsageError("give --checkpoint or --model, not both")
+            return command(*args, **kwargs)
+
+        checked = click.option("--model", default=None, help=f"Bundled model: {names}.")(checked)
+        checkpoint_help = "Checkpoint (.json card, .safetensors or folder); default: the bundled model."
+        return click.option("--checkpoint", type=click.Path(), default=None, help=checkpoint_help)(checked)
+
+    return decorate
 
 
 def parse_augment(text: str | None, option: str = "--augment") -> dict[str, float] | None:

@@ -139,9 +139,7 @@ def _prepared_results(rec, files: list[str], prefetch: _Prefetch) -> list:
 
 @app.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--checkpoint", type=click.Path(), default=None, help="Checkpoint; default: the bundled model.")
-@click.option("--model", default=None,
-              help="Bundled model: distilled (the default), best, ensemble (or one of its members, ensemble-1 to -7).")
+@options.model_choice()
 @click.option("--top-k", type=click.IntRange(1, 10), default=None, help="Also list the K most likely digits.")
 @click.option("--multi", is_flag=True, help="Each image holds several digits in a row: read them all.")
 @click.option("--tta/--no-tta", default=None, help="Test-time augmentation: 5x the compute (default: off).")
@@ -149,8 +147,6 @@ def _prepared_results(rec, files: list[str], prefetch: _Prefetch) -> list:
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON object per input, a line each.")
 def predict(paths, checkpoint, model, top_k, multi, tta, device, json_out) -> None:
     """Recognise the digit in each image (PNG, JPEG, GIF, BMP, TIFF, WebP; folders recursively)."""
-    if checkpoint and model:
-        raise UsageError("give --checkpoint or --model, not both")
     if multi and top_k:
         raise UsageError("--top-k ranks one digit's answers; with --multi each digit has its confidence instead")
     # Pillow warns (two lines on stderr) from ~89 MP; preprocess refuses from 40 MP anyway, in one line.

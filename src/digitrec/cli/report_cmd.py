@@ -11,10 +11,7 @@ from digitrec.cli import app, options
 
 
 @app.command()
-@click.option("--checkpoint", type=click.Path(), default=None,
-              help="Checkpoint (.json, .safetensors or folder); default: the bundled model.")
-@click.option("--model", default=None,
-              help="Bundled model to report on: distilled (the default), best, ensemble, ensemble-1 to -7.")
+@options.model_choice()
 @click.option("--dataset", default=None, help="Test set to use (mnist or fashion-mnist); default: the "
                                                "checkpoint's dataset.")
 @options.data_dir

@@ -37,8 +37,7 @@ def _listen(host: str, port: int) -> socket.socket:
               help="Address to listen on (0.0.0.0: every interface, reachable from other machines).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port to listen on (0: any free port, printed at start).")
-@click.option("--checkpoint", type=click.Path(), default=None, help="Checkpoint; default: the bundled model.")
-@click.option("--model", default=None, help="Bundled model: distilled (the default), best, ensemble, ...")
+@options.model_choice()
 @click.option("--tta/--no-tta", default=None, help="Test-time augmentation: 5x the compute (default: off).")
 @click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024), default=10.0, show_default=True,
               help="Largest image accepted per uploaded file.")
@@ -46,8 +45,6 @@ def _listen(host: str, port: int) -> socket.socket:
 @options.device
 def serve(host, port, checkpoint, model, tta, max_upload_mb, quiet, device) -> None:
     """Serve the drawing page (/) and the JSON API (/api/v1; schema at /openapi.json) until Ctrl-C."""
-    if checkpoint and model:
-        raise UsageError("give --checkpoint or --model, not both")
     try:
         import fastapi  # noqa: F401
         import python_multipart  # noqa: F401  (FastAPI's file uploads)

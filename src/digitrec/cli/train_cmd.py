@@ -109,10 +109,7 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
 
 
 @app.command()
-@click.option("--checkpoint", type=click.Path(), default=None,
-              help="Checkpoint (.json, .safetensors or folder); default: the bundled model.")
-@click.option("--model", default=None,
-              help="Bundled model to evaluate: best (the default), distilled, ensemble, ensemble-1 to -7.")
+@options.model_choice(default="best")
 @click.option("--dataset", default=None, help="Default: the checkpoint's dataset.")
 @click.option("--tta/--no-tta", default=None, help="Default: as the checkpoint was evaluated.")
 @options.device
@@ -126,8 +123,6 @@ def evaluate(checkpoint, model, dataset, tta, device, data_dir, offline, json_ou
     from digitrec.inference import pick_device, predict_logits
     from digitrec.metrics import summarize
 
-    if checkpoint is not None and model is not None:
-        raise UsageError("give --checkpoint or --model, not both")
     loaded = ckpt.load(checkpoint) if checkpoint else ckpt.bundled(model or "best")
     name = dataset or loaded.card.get("dataset", "mnist")
     ckpt.warn_if_other_dataset(loaded, name)

@@ -4,7 +4,7 @@ Search order for the data root: an explicit `data_dir`, then $DIGITREC_DATA, the
 The root holds one folder per dataset (`mnist/`, `fashion-mnist/`). Every file is checked against the
 registry's sha256 before use; downloads go to a temporary file and are renamed only once verified.
 Missing files come from $DIGITREC_MIRROR first (your own copies, laid out as the data root is), then from
-the registry's public mirrors.
+the registry's public mirrors, unless $DIGITREC_PUBLIC_MIRRORS is off (a network that must not reach out).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from digitrec.errors import DataError
 
 ENV_VAR = "DIGITREC_DATA"
 MIRROR_ENV_VAR = "DIGITREC_MIRROR"
+PUBLIC_ENV_VAR = "DIGITREC_PUBLIC_MIRRORS"
+_SWITCH = {"1": True, "on": True, "yes": True, "true": True, "0": False, "off": False, "no": False, "false": False}
 _CHUNK = 1 << 20
 
 
@@ -42,7 +44,8 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
 def mirror_urls(spec: DatasetSpec, name: str) -> list[str]:
     """Where to download `name` from, in order: each base URL in $DIGITREC_MIRROR (space- or comma-separated;
     http(s):// or file://), holding `<dataset>/<file>` as a data root does, so a company mirror or a shared
-    drive is just a copy of one; then the registry's public mirrors. The checksum decides, never the source."""
+    drive is just a copy of one; then the registry's public mirrors, unless $DIGITREC_PUBLIC_MIRRORS=off.
+    The checksum decides, never the source."""
     own = []
     for base in os.environ.get(MIRROR_ENV_VAR, "").replace(",", " ").split():
         if "://" not in base:
@@ -51,6 +54,14 @@ def mirror_urls(spec: DatasetSpec, name: str) -> list[str]:
                                 "file:///ABSOLUTE/PATH (or an absolute folder path)")
             base = Path(base).as_uri()
         own.append(f"{base.rstrip('/')}/{spec.name}/{name}")
+    setting = os.environ.get(PUBLIC_ENV_VAR, "on").strip().lower() or "on"
+    if setting not in _SWITCH:
+        raise DataError(f"${PUBLIC_ENV_VAR}: {setting!r} is neither on nor off")
+    if not _SWITCH[setting]:
+        if not own:
+            raise DataError(f"{spec.name}/{name}: missing, ${PUBLIC_ENV_VAR} is off and ${MIRROR_ENV_VAR} names "
+                            "no mirror of your own")
+        return own
     return own + [mirror + name for mirror in spec.mirrors]
 
 
