@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -254,6 +255,36 @@ def test_chunked_upload_is_cut_off_at_the_limit(api):
             reply += part
     assert reply.startswith(b"HTTP/1.1 413") and b"request too large (over 64 MB)" in reply, reply[:200]
     assert sent <= limit + 8 * 2**20 + len(chunk)
+
+
+def test_a_stalled_body_is_answered_408_and_a_slow_one_is_not(rec, test_digits):
+    """A client that stops sending its body mid-way gets a 408 once the idle limit passes (here 1 s), so it
+    cannot hold a connection for good; one that sends slowly, but keeps sending, is read as usual."""
+    body = (b'--x\r\nContent-Disposition: form-data; name="file"; filename="d.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + png(test_digits[0][0]) + b"\r\n--x--\r\n")
+    head = (b"POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    with _Server(create_app(rec, body_idle_seconds=1.0)) as server:
+        host, port = server.sock.getsockname()
+        with socket.create_connection((host, port), timeout=30) as s:
+            s.sendall(head + body[:100])
+            start, reply = time.monotonic(), b""
+            while not reply.endswith(b"}") and (part := s.recv(4096)):
+                reply += part
+            waited = time.monotonic() - start
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert b'"detail":"request body stalled (nothing received for 1 s)"' in reply
+        assert 0.9 < waited < 20
+        with socket.create_connection((host, port), timeout=30) as s:
+            s.sendall(head)
+            for i in range(0, len(body), len(body) // 4 + 1):  # four parts, 0.4 s apart: 1.2 s in all
+                time.sleep(0.4)
+                s.sendall(body[i:i + len(body) // 4 + 1])
+            reply = b""
+            while not reply.endswith(b"}") and (part := s.recv(4096)):
+                reply += part
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["digit"] == int(test_digits[1][0])
 
 
 def test_too_many_batch_files(api):

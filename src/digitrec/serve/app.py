@@ -36,6 +36,9 @@ API = "/api/v1"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB; larger is not a digit anyone drew
 MAX_REQUEST_BYTES = 64 * 1024 * 1024  # a whole request: from its header, and counted as it streams in
 MAX_BATCH_FILES = 64  # one request's worth of work stays under a second or two on a laptop CPU
+# A request body that stops arriving for this long is answered 408: a client trickling its upload (or gone
+# silent) would otherwise hold a connection, and a worker waiting on it, for good.
+BODY_IDLE_SECONDS = 30.0
 # Images decoded at once: a 40 MP photo costs ~300 MB while it is normalised, so the rest wait their turn
 # (answers stay as fast: the CPU is the limit either way).
 DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -110,6 +113,7 @@ class ErrorDetail(BaseModel):
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorDetail, "description": "not a readable image, or a malformed multipart body"},
+    408: {"model": ErrorDetail, "description": "the request body stopped arriving"},
     413: {"model": ErrorDetail, "description": "a file or the request is too large"},
     422: {"model": ErrorDetail, "description": "a missing or malformed field"},
 }
@@ -123,12 +127,21 @@ class _TooLarge(HTTPException):
         super().__init__(413, f"request too large (over {limit / 2**20:g} MB)", headers={"Connection": "close"})
 
 
+class _Stalled(HTTPException):
+    """Raised from inside the body stream, as `_TooLarge` is, when no more of the body comes."""
+
+    def __init__(self, seconds: float):
+        super().__init__(408, f"request body stalled (nothing received for {seconds:g} s)",
+                         headers={"Connection": "close"})
+
+
 class BodyLimit:
     """Pure ASGI middleware: refuse a request over `limit` bytes from its Content-Length header, and count
-    the bytes of a chunked one as they arrive, so no client can make the server spool more than `limit`."""
+    the bytes of a chunked one as they arrive, so no client can make the server spool more than `limit`;
+    a body that stops arriving for `idle` seconds is a 408."""
 
-    def __init__(self, app: ASGIApp, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, idle: float = BODY_IDLE_SECONDS):
+        self.app, self.limit, self.idle = app, limit, idle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -140,11 +153,19 @@ class BodyLimit:
             return
         seen = 0
         started = False
+        body_done = False
 
         async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            if body_done:  # afterwards the app only listens for a disconnect, which may rightly take long
+                return await receive()
+            try:
+                with anyio.fail_after(self.idle):
+                    message = await receive()
+            except TimeoutError:
+                raise _Stalled(self.idle) from None
             if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     raise _TooLarge(self.limit)
@@ -157,14 +178,14 @@ class BodyLimit:
 
         try:
             await self.app(scope, counted, watched)
-        except _TooLarge as exc:  # raised where no handler turned it into an answer
+        except (_TooLarge, _Stalled) as exc:  # raised where no handler turned it into an answer
             if not started:
-                await self._refuse(send, str(exc.detail))
+                await self._refuse(send, str(exc.detail), exc.status_code)
 
     @staticmethod
-    async def _refuse(send: Send, detail: str) -> None:
+    async def _refuse(send: Send, detail: str, status: int = 413) -> None:
         body = ErrorDetail(detail=detail).model_dump_json().encode()
-        await send({"type": "http.response.start", "status": 413,
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
@@ -224,17 +245,19 @@ def _one_line(errors: list[dict[str, Any]]) -> str:
 
 # ----------------------------------------------------------------------------------------------------- app
 def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               max_request_bytes: int | None = None, workers: int = DEFAULT_WORKERS) -> FastAPI:
+               max_request_bytes: int | None = None, workers: int = DEFAULT_WORKERS,
+               body_idle_seconds: float = BODY_IDLE_SECONDS) -> FastAPI:
     """The app over `recognizer` (default: `Recognizer.load()`, the bundled default model and reader).
     `max_upload_bytes` bounds each uploaded file, `max_request_bytes` a whole request (default: 64 MB, or
-    one file and 1 MB more when a file may be larger); `workers` images are read at once, the rest queue."""
+    one file and 1 MB more when a file may be larger); `workers` images are read at once, the rest queue;
+    a body that stops arriving for `body_idle_seconds` is a 408."""
     rec = recognizer or Recognizer.load()
     limit = max_request_bytes or max(MAX_REQUEST_BYTES, max_upload_bytes + 2**20)
     slots = anyio.CapacityLimiter(workers)
     # /docs and /redoc would load Swagger UI and ReDoc from a CDN: the schema is served instead, offline.
     app = FastAPI(title="digitrec", version=__version__, docs_url=None, redoc_url=None,
                   description="Read handwritten digits from images: one digit, or a number written in a row.")
-    app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(BodyLimit, limit=limit, idle=body_idle_seconds)
     static = resources.files("digitrec") / "serve" / "static"
 
     async def run(fn: Callable[..., T], *args: Any) -> T:
