@@ -6,14 +6,19 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SHARED := $(abspath ../shared/data)
 export DIGITREC_DATA ?= $(if $(wildcard $(SHARED)/mnist),$(SHARED),)
 
-.PHONY: install demo test serve lint bench clean
+# torch==2.13.0, never unpinned. Where pip's own index or wheel folder holds the CPU build (this project's
+# machines do), that is what it takes; on PyPI, Linux torch is the multi-GB CUDA build, so there run
+# `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu` (PyTorch's CPU-only index).
+TORCH_INDEX ?=
+
+.PHONY: install demo test serve notebook lint bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0   # the CPU build; never an unpinned torch (multi-GB CUDA build)
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[test,notebook,tensorboard,serve,export]'
 	rm -f $(VENV)/.installed-* && touch $@
 
@@ -26,6 +31,14 @@ test: $(STAMP)
 
 serve: $(STAMP)
 	$(VENV)/bin/digitrec serve
+
+# The tutorial, executed headless into out/tour.ipynb (its runs/ land in out/ too); to open it in Jupyter:
+# pip install jupyterlab && jupyter lab notebooks/tour.ipynb
+notebook: $(STAMP)
+	mkdir -p out
+	$(PY) -c "import nbclient, nbformat; nb = nbformat.read('notebooks/tour.ipynb', as_version=4); \
+	nbclient.NotebookClient(nb, timeout=900, resources={'metadata': {'path': 'out'}}).execute(); \
+	nbformat.write(nb, 'out/tour.ipynb'); print('wrote out/tour.ipynb')"
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_speed.py

@@ -1,9 +1,11 @@
 """Whole-string accuracy of `read_number`'s methods on validation rows: composed (as the benchmark's,
-`synth.compose_number`, half user-like) from the MNIST *training* digits that the reader held out (its
-card's `split`: by default the 1,000 of the bundled `best`'s `--val` draw; `train-reader --held-out N
---held-out-split tail` the last N, mostly other writers, to pair with a digit model trained with `--val N
---val-split tail`, given as `--checkpoint`), never from the test set. For choosing between readings; the
-test-set figures come from `user_like_accuracy.py`.
+`synth.compose_number`, half user-like) from the MNIST *training* digits that both the reader and the digit
+model held out (the reader card's `split`, by default the 1,000 of the bundled `best`'s `--val` draw, which
+`--model best` shares; `train-reader --held-out N --held-out-split tail` the last N, mostly other writers, to
+pair with a digit model trained with `--val N --val-split tail`, given as `--checkpoint`), never from the
+test set. A digit model with another split (the default `distilled` is seed 3) trained on nearly all of the
+reader's held-out digits, so that pool is refused for it: use `--pool uci` (benchmarks/held_out.py). For
+choosing between readings; the test-set figures come from `user_like_accuracy.py`.
 
     python benchmarks/reader_validation.py --rows 400 [--reader runs/reader-s0] [--methods reader,fused,segment]
     python benchmarks/reader_validation.py --splits --rows 1000 [--reader runs/reader-s0]
@@ -39,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from held_out import held_out_pool  # benchmarks/ is on sys.path when this script runs
 
 from digitrec import checkpoint, recognizer
 from digitrec.data import load_dataset
@@ -85,7 +88,9 @@ def _parse_fuse_weights(parser: argparse.ArgumentParser, text: str | None) -> li
     if not text:
         return []
     try:
-        return [(float(w), float(d or 0.0)) for w, _, d in (spec.partition("/") for spec in text.split(","))]
+        # a bare W keeps the library's per-digit term, as read_number uses it
+        return [(float(w), float(d) if d else recognizer.FUSE_PER_DIGIT)
+                for w, _, d in (spec.partition("/") for spec in text.split(","))]
     except ValueError:
         parser.error(f"--fuse-weights: expected numbers like 0.5/1.0,1.0/2.0, got {text!r}")
 
@@ -132,7 +137,7 @@ def _misread_alone(rec: Recognizer, images: np.ndarray, labels: np.ndarray) -> n
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=400)
+    parser.add_argument("--rows", type=int, default=400, help="rows to compose per pool (at least 1)")
     parser.add_argument("--seed", type=int, default=99)
     parser.add_argument("--reader", default="bundled")
     parser.add_argument("--model", default="best")
@@ -146,12 +151,19 @@ def main() -> None:
                         help="digits to compose the rows from: the reader's held-out training digits, the "
                              "UCI digits or the held-out handwriting fonts' digits (writers outside MNIST)")
     parser.add_argument("--splits", action="store_true",
-                        help="greedy reading of rows from training, held-out and test digits, then stop")
+                        help="the main reader's greedy reading of rows from training, held-out and test digits, "
+                             "then stop (the reader alone: --model, --checkpoint, --methods and --pool do not apply)")
     parser.add_argument("--pools", action="store_true",
                         help="--methods on rows from 1,000-digit pools: the held-out digits, training digits "
-                             "the models learnt from and three random subsets of the test digits, then stop")
+                             "the models learnt from and three random subsets of the test digits, then stop "
+                             "(instead of --pool)")
     args = parser.parse_args()
     weights = _parse_fuse_weights(parser, args.fuse_weights)
+    if args.rows < 1:
+        parser.error(f"--rows must be at least 1, got {args.rows}")
+    unknown = sorted(set(args.methods.split(",")) - {"reader", "fused", "segment", "auto"})
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(map(repr, unknown))}; choose from reader, fused, segment, auto")
 
     train = load_dataset("mnist", "train")
     # the held-out digits are the ones the reader's card says it kept out (the default: best's --val draw)
@@ -176,7 +188,8 @@ def main() -> None:
         # pools of other writers' digits beside it. Not for choosing: it reads test digits.
         test = load_dataset("mnist", "test")
         learnt = fit[np.random.default_rng(5).choice(len(fit), len(held), replace=False)]
-        pools = {"held-out training digits (the validation pool)": (train.images[held], train.labels[held]),
+        both, _ = held_out_pool(rec.checkpoint, len(train.images), reader_card)
+        pools = {"held-out training digits (the validation pool)": (train.images[both], train.labels[both]),
                  "1,000 training digits the models learnt from": (train.images[learnt], train.labels[learnt])}
         for k in range(3):
             pick = np.random.default_rng(k).choice(len(test.images), len(held), replace=False)
@@ -193,8 +206,9 @@ def main() -> None:
         images, labels = fonts_pool()
         pool = "held-out handwriting fonts' digits (normalised by preprocess.to_mnist)"
     else:
-        images, labels = train.images[held], train.labels[held]
-        pool = f"held-out digits ({reader_card.get('split', {}).get('held_out_split', 'random')})"
+        both, which = held_out_pool(rec.checkpoint, len(train.images), reader_card)
+        images, labels = train.images[both], train.labels[both]
+        pool = f"training digits {which}, {reader_card.get('split', {}).get('held_out_split', 'random')} split"
     rows, alone_wrong = _rows(images, labels, args.rows, args.seed), _misread_alone(rec, images, labels)
     print(f"{len(images)} {pool}; the digit model misreads {int(alone_wrong.sum())} of them alone")
     for method in methods:

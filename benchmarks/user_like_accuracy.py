@@ -6,9 +6,10 @@ the same path as `digitrec predict`. Also: whole-string accuracy of `--multi` on
                                             [--method auto|reader|fused|segment] [--reader CARD]
                                             [--digits test|held-out]
 
-`--digits held-out` renders the 1,000 training digits the models held out (the reader card's split, by
-default the bundled `best`'s `--val 1000` draw) instead of the test digits: for choosing between models
-without reading the test set.
+`--digits held-out` uses training digits the models held out instead of the test digits, for choosing
+between models without reading the test set: single digits from the digit model's own `--val` split, and
+composed numbers from the digits both it and the row reader held out (benchmarks/held_out.py; refused when
+the two splits share too few, as for the default `distilled`, seed 3, beside the reader's seed-0 split).
 
 The composed-numbers line also prints per-digit accuracy, reading speed and why rows were misread (too
 few / too many digits, or the right count with a digit misread; and whether the row has touching pairs).
@@ -23,13 +24,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from held_out import MIN_POOL, digit_model_held_out, held_out_pool  # benchmarks/ is on sys.path here
 
 from digitrec import Recognizer, checkpoint
 from digitrec.atomic import atomic_open
 from digitrec.data import load_dataset
-from digitrec.errors import DigitrecError
+from digitrec.errors import DigitrecError, UsageError
 from digitrec.reader import Reader
-from digitrec.reader_training import card_split
 from digitrec.synth import compose_number, user_like_set
 
 
@@ -51,15 +52,25 @@ def main() -> None:
                         help="render MNIST's test digits (final figures) or the held-out training digits (choosing)")
     args = parser.parse_args()
 
+    if args.checkpoint and args.model:
+        parser.error("give --checkpoint or --model, not both")
+    rec = Recognizer.load(args.checkpoint, model=args.model, reader=args.reader)
     if args.digits == "held-out":
         train = load_dataset("mnist", "train")
-        _, held = card_split(checkpoint.read_card(Reader.load_card_path(
-            None if args.reader == "bundled" else args.reader)), len(train.images))
+        held = digit_model_held_out(rec.checkpoint, len(train.images))
+        if len(held) < MIN_POOL:
+            raise UsageError(f"--digits held-out: {rec.name} held out {len(held)} training digits (--val), "
+                             f"under the {MIN_POOL} a pool needs")
         images, labels = train.images[held], train.labels[held]
+        row_images, row_labels = images, labels
+        if args.numbers:
+            reader_card = checkpoint.read_card(Reader.load_card_path(None if args.reader == "bundled" else args.reader))
+            rows_held, pool = held_out_pool(rec.checkpoint, len(train.images), reader_card)
+            row_images, row_labels = train.images[rows_held], train.labels[rows_held]
+            print(f"numbers: composed from the training digits {pool}")
     else:
         test = load_dataset("mnist", "test")
-        images, labels = test.images, test.labels
-    rec = Recognizer.load(args.checkpoint, model=args.model, reader=args.reader)
+        images, labels = row_images, row_labels = test.images, test.labels
     items = user_like_set(images, labels, args.n, seed=args.seed, add=tuple(args.add_effect))
     t0 = time.perf_counter()
     preds = rec.predict_many([data for data, _, _ in items], errors="return")
@@ -71,13 +82,13 @@ def main() -> None:
             per_style[part].append(bool(ok))
 
     # The digits the digit model misreads even alone, MNIST-clean: no row holding one is easy.
-    alone_wrong = np.array([p.digit for p in rec.predict_array(images)]) != labels
+    alone_wrong = np.array([p.digit for p in rec.predict_array(row_images)]) != row_labels
     rng = np.random.default_rng(args.seed + 1)
     strings_ok, digits_ok, digits_total, number_seconds = 0, 0, 0, 0.0
     hard_rows, hard_rows_misread = 0, 0
     causes: collections.Counter[str] = collections.Counter()  # why a row was misread
     for _ in range(args.numbers):
-        image, text, boxes, picks = compose_number(images, labels, rng,
+        image, text, boxes, picks = compose_number(row_images, row_labels, rng,
                                                    user_like=bool(rng.random() < 0.5), return_boxes=True,
                                                    return_picks=True)
         t0 = time.perf_counter()
@@ -102,7 +113,7 @@ def main() -> None:
                   numbers=args.numbers, number_accuracy=strings_ok / max(args.numbers, 1),
                   number_digit_accuracy=digits_ok / max(digits_total, 1),
                   numbers_per_second=args.numbers / max(number_seconds, 1e-9), number_errors=dict(causes),
-                  test_digits_misread_alone=int(alone_wrong.sum()), rows_holding_one=hard_rows,
+                  digits_misread_alone=int(alone_wrong.sum()), rows_holding_one=hard_rows,
                   rows_holding_one_misread=hard_rows_misread,
                   other_rows_misread=args.numbers - strings_ok - hard_rows_misread)
     print(f"model: {rec.name}; digits: {'MNIST test' if args.digits == 'test' else 'held-out training'}")
@@ -112,11 +123,11 @@ def main() -> None:
         print(f"composed numbers (4-10 digits, --multi): {100 * result['number_accuracy']:.2f} % whole-string "
               f"of {args.numbers}")
         print(f"  read_number method: {args.method}")
-        print(f"  per digit (rows read with the right count): {100 * result['number_digit_accuracy']:.2f} %, "
-              f"{result['numbers_per_second']:.1f} numbers/s")
+        print(f"  per digit (a row read with the wrong count counts all its digits wrong): "
+              f"{100 * result['number_digit_accuracy']:.2f} %, {result['numbers_per_second']:.1f} numbers/s")
         for cause, n in causes.most_common():
             print(f"  misread rows, {cause}: {n}")
-        print(f"  rows holding one of the {result['test_digits_misread_alone']} digits the digit model "
+        print(f"  rows holding one of the {result['digits_misread_alone']} digits the digit model "
               f"misreads alone: {hard_rows} ({hard_rows_misread} misread); other rows misread: "
               f"{result['other_rows_misread']}")
     print("| style element | n | accuracy |\n|---|---|---|")

@@ -177,6 +177,9 @@ def test_cli_predict_folder_json(image_folder):
     for r in records:
         assert {"file", "digit", "confidence", "probabilities", "unsure", "error"} <= set(r)
         assert r["error"] is None and len(r["probabilities"]) == 10 and len(r["top_k"]) == 3
+        # the HTTP API's shape: best first, the first the digit read
+        assert list(r["top_k"][0]) == ["digit", "probability"] and r["top_k"][0]["digit"] == r["digit"]
+        assert r["top_k"][0]["probability"] >= r["top_k"][1]["probability"] >= r["top_k"][2]["probability"]
     assert np.mean([r["digit"] == labels[r["file"]] for r in records]) >= 0.9
 
 

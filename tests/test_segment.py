@@ -161,3 +161,33 @@ def test_read_number_bad_input(best):
     for bad in (b"not an image", np.zeros((1, 1), np.uint8)):  # a clear one-line error
         with pytest.raises(ImageError):
             best.read_number(bad)
+
+
+def _arc(cx: float, cy: float, rx: float, ry: float, a0: float, a1: float) -> list[tuple[float, float]]:
+    t = np.radians(np.linspace(a0, a1, 40))
+    return list(zip(cx + rx * np.cos(t), cy + ry * np.sin(t), strict=True))
+
+
+# Pen strokes of a few digits in a 100x140 box, as a drawing program or a new user's script draws them.
+_GLYPHS = {
+    "0": [_arc(50, 70, 38, 62, 0, 360)],
+    "4": [[(70, 10), (10, 95), (92, 95)], [(70, 10), (70, 135)]],
+    "7": [[(12, 12), (90, 12), (40, 135)]],
+    "2": [_arc(50, 45, 35, 35, 200, 380)[:-8] + [(15, 132), (88, 132)]],
+}
+
+
+@pytest.mark.parametrize("pen", [6, 10])
+def test_crisp_pen_strokes_read_as_drawn(best, pen):
+    """Strokes drawn without anti-aliasing cross the same ink along whole stretches of columns, so the cut
+    cost zig-zags between two values; every other column once became a candidate cut, a digit had more
+    candidates than a piece may span, and a lone 0 read "12", 40 read "610" (a new user's drawings)."""
+    from PIL import Image, ImageDraw
+
+    for text in ("0", "4", "40", "04", "2047", "7420"):
+        page = Image.new("L", (60 + 120 * len(text), 240), 240)
+        draw = ImageDraw.Draw(page)
+        for i, ch in enumerate(text):
+            for line in _GLYPHS[ch]:
+                draw.line([(40 + 120 * i + x, 45 + y) for x, y in line], fill=30, width=pen, joint="curve")
+        assert best.read_number(page).text == text, (text, pen)

@@ -235,6 +235,28 @@ def test_ctrl_c_in_the_first_epoch_leaves_no_empty_folder(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_ctrl_c_after_an_epoch_says_how_to_resume_and_a_rerun_says_it_replaces(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "digitrec", *_train_args(out, "--epochs", "50")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "resume.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-2] == f"digitrec: note: {out / 'resume.pt'} keeps the finished epochs; the same command with " \
+                        "--resume goes on", err
+    assert "Traceback" not in err
+
+    finished = run_cli("train", "--model", "mlp", "--epochs", "0.05", "--json", "--no-progress", "--out", str(out))
+    assert finished.returncode == 0 and "replaces" not in finished.stderr, finished.stderr
+    again = run_cli("train", "--model", "mlp", "--epochs", "0.05", "--json", "--no-progress", "--out", str(out))
+    assert again.returncode == 0
+    assert f"digitrec: note: {out} holds a finished model; this run replaces it when it ends" in again.stderr
+
+
 def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path):
     reference = run_cli(*_train_args(tmp_path / "ref"))
     assert reference.returncode == 0, reference.stderr

@@ -66,7 +66,9 @@ class Prediction:
                                    probabilities=[round(float(p), 6) for p in self.probabilities],
                                    unsure=self.unsure, box=list(self.box) if self.box else None)
         if top_k:  # no ink: no ranking of ten zeros
-            out["top_k"] = [[d, round(p, 6)] for d, p in self.top_k(top_k)] if self.digit is not None else []
+            # the HTTP API's shape, so one parser reads both
+            out["top_k"] = ([dict(digit=d, probability=round(p, 6)) for d, p in self.top_k(top_k)]
+                            if self.digit is not None else [])
         return out
 
 

@@ -145,7 +145,10 @@ def _dense_bounds(soft: np.ndarray, height: float, stroke: float) -> tuple[np.nd
         cost = cost / stroke
         window = ndi.minimum_filter1d(cost, size)
         for c in range(margin, width - margin):
-            if cost[c] <= window[c] and cost[c] < _DENSE_COST and (c == 0 or cost[c - 1] > cost[c]):
+            # the cheapest in its window, and the first of that cost in the window's left half: one
+            # candidate per stretch of equal minima, not one at every other column
+            if (cost[c] <= window[c] + _DENSE_TIE and cost[c] < _DENSE_COST
+                    and (c == 0 or cost[max(0, c - size // 2):c].min() > cost[c] + _DENSE_TIE)):
                 found.append((float(cost[c]), columns[:, c]))
     found.sort(key=lambda f: float(f[1].mean()))
     kept: list[tuple[float, np.ndarray]] = []
@@ -281,6 +284,11 @@ _DENSE_COST, _DENSE_MARGIN, _DENSE_WINDOW = 4.0, 0.08, 0.1  # candidate cuts for
 # stroke clips the curl of an overlapping neighbour (two 0s) or shaves a touching 1; straighter cuts read
 # better (seeds 11-15, 1,500 rows: 0.2 -> 92.1 %, 0.6 -> 93.2 %, 0.75 -> 94.0 %, 1.0 and 1.2 -> 93.7 %).
 _DENSE_DRIFT = 0.75
+# Costs closer than this (strokes) are a tie. A crisp pen (strokes drawn without anti-aliasing) makes the
+# cut cost zig-zag between two exact values along a slanted stroke, one sideways step or none, and every
+# other column was a "minimum": a 4 got 17 candidate cuts, more than `_SPAN`, so no piece held the whole
+# digit and the row read "611" (a new user's drawings, session 34).
+_DENSE_TIE = 1e-3
 _SPAN = 8  # a digit covers at most this many consecutive over-segments (cut candidates are dense)
 _CONFIDENCE = 4.5  # weight of -log(max probability) against the geometric features
 _GROUPS = 3  # a digit spans at most this many ink groups (a 5 with a floating bar, an open 4, a broken 7)

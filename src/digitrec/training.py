@@ -259,6 +259,11 @@ def _log(msg: str, rank: int) -> None:
         print(msg, flush=True)
 
 
+def out_folder(config: TrainConfig) -> Path:
+    """The run's folder: `--out` with {model}, {dataset} and {seed} filled in."""
+    return Path(config.out.format(model=config.model, dataset=config.dataset, seed=config.seed))
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train, evaluate on the test set, save a checkpoint; return the result record."""
     recipe = resolve_recipe(config)
@@ -276,7 +281,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     train_data = load_dataset(config.dataset, "train", config.data_dir, config.offline, config.progress)
     test_data = load_dataset(config.dataset, "test", config.data_dir, config.offline, config.progress)
     # checked before the work (and after the data, so a missing dataset leaves no empty folder behind)
-    out = config.out.format(model=config.model, dataset=config.dataset, seed=config.seed)
+    out = str(out_folder(config))
     out_stem = writable_folder(out) / "model"
     if config.resume and not (out_stem.parent / "resume.pt").exists() and out_stem.with_suffix(".json").exists():
         # a finished run keeps no resume.pt: retraining here would replace its model without a word
@@ -370,6 +375,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         _log(f"resumed from {resume_path} after epoch {start_epoch}", rank)
     elif config.resume and rank == 0:  # a mistyped --out would otherwise restart a long run without a word
         print(f"digitrec: note: nothing to resume in {out_stem.parent} (no resume.pt); starting from epoch 1",
+              file=sys.stderr, flush=True)
+    elif rank == 0 and out_stem.with_suffix(".json").exists():
+        print(f"digitrec: note: {out_stem.parent} holds a finished model; this run replaces it when it ends",
               file=sys.stderr, flush=True)
     smoothing = float(recipe.get("label_smoothing", 0.0))
     use_bf16 = bool(recipe.get("bf16", False)) and bf16_is_fast(device)

@@ -246,7 +246,7 @@ def _emit(file: str, result, json_out: bool, top_k: int | None, multi: bool, out
         out.append(f"{file}: {result.text or '(no digits found)'}  confidence {result.confidence:.3f}{flag}\n")
         return
     if result.digit is None:
-        out.append(f"{file}: no digit found (blank or unreadable image)\n")
+        out.append(f"{file}: no digit found (no ink in the image)\n")
         return
     line = f"{file}: {result.digit}  confidence {result.confidence:.3f}{'  (unsure)' if result.unsure else ''}"
     if top_k:

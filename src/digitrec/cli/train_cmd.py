@@ -71,7 +71,7 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
           extra_digits, distill, distill_temperature, device, threads, cuda_graphs, data_dir, offline, out, resume,
           tensorboard, json_out, progress) -> None:
     """Train a model, evaluate it on the test set and save a checkpoint."""
-    from digitrec.training import TrainConfig, end_distributed
+    from digitrec.training import TrainConfig, end_distributed, out_folder
     from digitrec.training import train as run_training
 
     overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, augment=options.parse_augment(augment),
@@ -89,7 +89,14 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
                              command=command, overrides=overrides, cuda_graphs=cuda_graphs,
                              model_kwargs=model_kwargs, teacher=teacher,
                              extra_digits=extra_digits)
-        result = run_training(config)
+        try:
+            result = run_training(config)
+        except KeyboardInterrupt:
+            state = out_folder(config) / "resume.pt"
+            if state.exists():
+                print(f"digitrec: note: {state} keeps the finished epochs; the same command with --resume goes on",
+                      file=sys.stderr, flush=True)
+            raise
         if not result:  # a non-zero DDP rank
             end_distributed()
             return
