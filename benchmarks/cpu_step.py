@@ -6,14 +6,15 @@ the recipe's augmentation, optimiser and EMA, built from the training module's o
     python benchmarks/cpu_step.py [--widths 32,64] [--threads 2] [--compile] [--json out.json]
 
 Each figure is the fastest of `--repeats` timed runs of `--steps` calls (this VM's speed drifts by 10-20 %
-between runs; the minimum is the most repeatable). Why it exists: `best`'s 15-minute CPU budget is 18,720
-such steps, so a millisecond per step is 19 s of training; this says which millisecond to go after.
+between runs; the minimum is the most repeatable). The last column is an estimate, not a measurement: the
+whole step's time multiplied by the recipe's 40 epochs of (60,000 - `--val`) // 128 steps (18,400 with the
+default --val 1000, as `best` is trained), leaving out evaluation and start-up. Why it exists: `best`'s
+15-minute CPU budget is those 18,400 steps, so a millisecond per step is 18 s of training; this says which
+millisecond to go after.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -21,14 +22,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _cli import json_output, make_parser, positive_int, run, write_json
 
-from digitrec.atomic import atomic_open
 from digitrec.augment import augment_batch
 from digitrec.models import MODELS, build_model
 from digitrec.training import EMA, bf16_is_fast, make_optimizer
 
 RECIPE = MODELS["best"].recipe
 BATCH = int(RECIPE["batch_size"])
+EPOCHS = int(RECIPE["epochs"])
+MNIST_TRAIN = 60000
 
 
 def ms_per_call(fn: Callable[[], object], steps: int, repeats: int) -> float:
@@ -123,20 +126,26 @@ def op_shares(width: int, steps: int = 20) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--widths", default="32", help="comma-separated `best` widths")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = make_parser(__doc__)
+    parser.add_argument("--widths", default="32", help="comma-separated `best` widths (default: 32)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--steps", type=positive_int, default=30, help="calls per timed run (default: 30)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed runs; the fastest counts (default: 3)")
+    parser.add_argument("--val", type=int, default=1000,
+                        help="validation digits held out of MNIST's 60,000, for the epoch estimate (default: 1000)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) on bf16 NHWC")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--json", default=None, help="also write the results here (JSON)")
     args = parser.parse_args()
+    if not 0 <= args.val < MNIST_TRAIN - BATCH:
+        parser.error(f"--val must be between 0 and {MNIST_TRAIN - BATCH - 1}, got {args.val}")
     try:
         widths = [int(w) for w in args.widths.split(",")]
     except ValueError:
         parser.error(f"--widths must be comma-separated whole numbers, got {args.widths!r}")
     if min(widths) < 2 or min(widths) % 2:
         parser.error(f"--widths must be even and at least 2, got {args.widths!r}")
+    json_path = json_output(args.json)
     if args.threads:
         torch.set_num_threads(args.threads)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -145,9 +154,11 @@ def main() -> None:
     print(f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, native bf16: {native_bf16}")
     rows: list[dict[str, object]] = []
     parts = ["gather", "augment", "forward+backward", "optimiser", "EMA", "whole step"]
-    print("| width | bf16 | channels_last | " + " | ".join(f"{p} ms" for p in parts) + " | 40 epochs, s |")
+    steps_per_epoch = (MNIST_TRAIN - args.val) // BATCH  # as training.train counts them (last partial batch dropped)
+    steps_total = EPOCHS * steps_per_epoch
+    print("| width | bf16 | channels_last | " + " | ".join(f"{p} ms" for p in parts)
+          + f" | {EPOCHS} epochs, s (estimate*) |")
     print("|---" * (len(parts) + 4) + "|")
-    steps_40 = 40 * (60000 // BATCH)
     configs = [(True, True), (False, True), (True, False), (False, False)]
     for width in widths:
         for bf16, channels_last in configs:
@@ -155,7 +166,7 @@ def main() -> None:
             ms = {p: ms_per_call(fns[p], args.steps, args.repeats) for p in parts}
             rows.append(dict(width=width, bf16=bf16, channels_last=channels_last, ms=ms))
             print(f"| {width} | {bf16} | {channels_last} | " + " | ".join(f"{ms[p]:.2f}" for p in parts)
-                  + f" | {ms['whole step'] * steps_40 / 1e3:.0f} |", flush=True)
+                  + f" | {ms['whole step'] * steps_total / 1e3:.0f} |", flush=True)
         if args.compile:
             t0 = time.perf_counter()
             fns = make_parts(width, True, True, compile_model=True)
@@ -166,15 +177,19 @@ def main() -> None:
                              ms={"whole step": ms_c}))
             print(f"torch.compile, width {width}: {ms_c:.2f} ms per whole step after {compile_s:.1f} s compiling",
                   flush=True)
+    print(f"* estimate, not measured: whole step ms x {EPOCHS} epochs x {steps_per_epoch} steps "
+          f"(({MNIST_TRAIN:,} - --val {args.val}) // batch {BATCH}); evaluation and start-up left out")
     shares = {str(w): op_shares(w) for w in widths}
     for width, share in shares.items():
         print(f"op shares of a recipe step, width {width}: "
               + ", ".join(f"{k} {100 * v:.0f} %" for k, v in share.items()))
-    if args.json:
-        with atomic_open(args.json, "w") as f:
-            json.dump(dict(cpu=cpu, threads=torch.get_num_threads(), torch=torch.__version__,
-                           native_bf16=native_bf16, rows=rows, op_shares=shares), f, indent=1)
+    if json_path:
+        estimate = dict(epochs=EPOCHS, train_images=MNIST_TRAIN - args.val, batch=BATCH,
+                        steps_per_epoch=steps_per_epoch, note="whole step ms x epochs x steps_per_epoch: an estimate")
+        write_json(json_path, dict(cpu=cpu, threads=torch.get_num_threads(), torch=torch.__version__,
+                                   native_bf16=native_bf16, rows=rows, op_shares=shares,
+                                   training_time_estimate=estimate))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

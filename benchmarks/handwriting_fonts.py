@@ -44,6 +44,23 @@ def _score(rec: Recognizer, inputs: list) -> tuple[np.ndarray, float]:
     return got, time.perf_counter() - t0
 
 
+def _check_unseen(rec: Recognizer, unseen: list[Path]) -> None:
+    """A model trained with `--extra-digits FILE.npz` records the file; the fonts listed in it must not be
+    among those this run calls held out (an older npz, or one drawn when other fonts were present)."""
+    extra = rec.checkpoint.card.get("extra_digits") or {}
+    path = Path(extra["path"]) if extra.get("path") else None
+    if path is None or not path.is_file():
+        if path is not None:
+            print(f"note: cannot check the held-out fonts against {path} (the model's --extra-digits): not found")
+        return
+    with np.load(path) as data:
+        trained = {str(name) for name in data["fonts"]} if "fonts" in data else set()
+    seen = sorted(trained & {f.name for f in unseen})
+    if seen:
+        raise UsageError(f"{rec.name} trained on {len(seen)} of the fonts held out here ({', '.join(seen[:3])}"
+                         f"{', ...' if len(seen) > 3 else ''}, from {path}): its held-out figure would not be one")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="bundled model (default: the Recognizer's default)")
@@ -61,6 +78,7 @@ def main() -> None:
     if not fonts:
         raise UsageError("no handwriting fonts found; run `python tools/handwriting_fonts.py fetch` first")
     rec = Recognizer.load(args.checkpoint, model=args.model)
+    _check_unseen(rec, [f for f, held in zip(fonts, held_out(fonts), strict=True) if held])
     pages, labels, writers = font_pool(fonts, args.per_glyph, args.seed)
     unseen = held_out(fonts)[writers]
     print(f"model: {rec.name}; {len(fonts)} handwriting fonts ({int(held_out(fonts).sum())} held out) x 10 digits "

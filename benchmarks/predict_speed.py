@@ -11,7 +11,6 @@ array (Recognizer.predict_array) and one 28x28 image through preprocessing (Reco
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -21,9 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _cli import json_output, make_parser, positive_int, run, write_json
 
 from digitrec import Recognizer
 from digitrec.data import load_dataset
+from digitrec.errors import DigitrecError
 from digitrec.synth import encode, render_user_like
 
 
@@ -52,12 +53,14 @@ def latency(fn, repeats: int = 200) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--model", default="best")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of (1) and (2); the median is reported")
-    parser.add_argument("--json", default=None)
+    parser = make_parser(__doc__)
+    parser.add_argument("--n", type=positive_int, default=1000, help="number of JPEGs (default: 1000)")
+    parser.add_argument("--model", default="best", help="bundled model to time (default: best)")
+    parser.add_argument("--repeat", type=positive_int, default=3,
+                        help="runs of (1) and (2); the median is reported (default: 3)")
+    parser.add_argument("--json", default=None, help="also write the results here (JSON)")
     args = parser.parse_args()
+    json_path = json_output(args.json)
 
     rec = Recognizer.load(model=args.model)
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,7 +71,9 @@ def main() -> None:
             proc = subprocess.run([sys.executable, "-m", "digitrec", "predict", tmp, "--json", "--model", args.model],
                                   capture_output=True, text=True)
             cli_runs.append(time.perf_counter() - t0)
-            assert proc.returncode == 0, proc.stderr
+            if proc.returncode:
+                last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+                raise DigitrecError(f"`digitrec predict` failed (exit {proc.returncode}): {last}")
             records = [json.loads(line) for line in proc.stdout.splitlines()]
             truth = {str(p): y for p, y in files}
             cli_accuracy = float(np.mean([r["digit"] == truth[r["file"]] for r in records]))
@@ -93,9 +98,9 @@ def main() -> None:
     print(f"| Recognizer.predict_many, same files, in-process | {result['api_images_per_second']:.0f} images/s |")
     print(f"| one 28x28 array, Recognizer.predict_array | {array_ms:.2f} ms |")
     print(f"| one 28x28 image through preprocessing, Recognizer.predict | {image_ms:.2f} ms |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    if json_path:
+        write_json(json_path, result)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

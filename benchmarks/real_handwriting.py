@@ -12,14 +12,14 @@ Needs scikit-learn (`pip install -e '.[test]'` installs it).
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
 import numpy as np
+from _cli import json_output, make_parser, run, write_json
 from PIL import Image
 
 from digitrec import Recognizer
+from digitrec.errors import UsageError
 from digitrec.synth import encode
 
 
@@ -42,14 +42,19 @@ def forms(images: np.ndarray) -> dict[str, list]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="bundled model (default: the Recognizer's default)")
-    parser.add_argument("--checkpoint", default=None)
-    parser.add_argument("--json", default=None)
+    parser = make_parser(__doc__)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model", default=None, help="bundled model (default: the Recognizer's default)")
+    which.add_argument("--checkpoint", default=None, help="a checkpoint file to test instead of a bundled model")
+    parser.add_argument("--json", default=None, help="also write the results here (JSON)")
     args = parser.parse_args()
+    json_path = json_output(args.json)
 
-    images, labels = uci_digits()
     rec = Recognizer.load(args.checkpoint, model=args.model)
+    try:
+        images, labels = uci_digits()
+    except ImportError:
+        raise UsageError("needs scikit-learn (pip install -e '.[test]')") from None
     rows = []
     print(f"model: {rec.name}; {len(labels)} UCI digits (sklearn load_digits)")
     print("| form | accuracy | no digit found | per class 0-9 | s |\n|---|---|---|---|---|")
@@ -64,10 +69,9 @@ def main() -> None:
         rows.append(row)
         print(f"| {name} | {100 * row['accuracy']:.2f} % | {100 * row['no_digit']:.1f} % | "
               f"{' '.join(f'{100 * a:.0f}' for a in per_class)} | {seconds:.1f} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(model=rec.name, rows=rows), f, indent=1)
+    if json_path:
+        write_json(json_path, dict(model=rec.name, rows=rows))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -12,19 +12,19 @@ Two measurements, neither using labels beyond the class:
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
+from _cli import make_parser, positive_int, run
 
 from digitrec.data import load_dataset
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="mnist")
-    parser.add_argument("--split", default="train", choices=["train", "test"])
-    parser.add_argument("--queries", type=int, default=1000)
+    parser = make_parser(__doc__)
+    parser.add_argument("--dataset", default="mnist", help="dataset to look at: mnist, fashion-mnist (default: mnist)")
+    parser.add_argument("--split", default="train", choices=["train", "test"], help="which split (default: train)")
+    parser.add_argument("--queries", type=positive_int, default=1000,
+                        help="random digits whose nearest neighbour is found (default: 1000)")
     args = parser.parse_args()
     data = load_dataset(args.dataset, args.split)
     x = data.images.astype(np.float32) / 255
@@ -60,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

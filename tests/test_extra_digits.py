@@ -102,9 +102,20 @@ def test_train_extra_digits_bad_file_is_one_line_error(tmp_path):
     assert not (tmp_path / "run" / "model.json").exists()
 
 
-def test_held_out_fonts_are_every_third():
-    fonts = [Path(f"f{k}.woff") for k in range(7)]
+def test_held_out_fonts_are_every_third_of_the_list_whatever_is_missing(tmp_path):
+    """Every third font of the full list, by its place there: a font that failed to fetch moves no other
+    across the split (it once shifted every font after it)."""
+    names = handwriting_fonts.NPM_FONTS
+    fonts = [tmp_path / f"{name}.woff" for name in names[:7]]
     assert list(np.flatnonzero(handwriting_fonts.held_out(fonts))) == [2, 5]
+    without_second = [f for f in fonts if f.stem != names[1]]
+    held = {f.stem for f, h in zip(without_second, handwriting_fonts.held_out(without_second), strict=True) if h}
+    assert held == {names[2], names[5]}
+    debian = handwriting_fonts.SYSTEM_FONTS / handwriting_fonts.DEBIAN_FONTS[0]
+    place = len(names)  # the Debian fonts follow the npm ones in the list
+    assert handwriting_fonts.held_out([debian])[0] == (place % 3 == 2)
+    stand_in = handwriting_fonts.held_out([tmp_path / "DejaVuSans.ttf"] * 2)  # outside the list: by name
+    assert stand_in[0] == stand_in[1]
 
 
 def test_font_digits_vary_and_read_as_their_digit():
@@ -179,3 +190,27 @@ def test_train_reader_extra_digits_bad_file_is_one_line_error(tmp_path):
     proc = run_cli("train-reader", "--steps", "2", "--extra-digits", str(bad), "--out", str(tmp_path / "r"))
     assert_one_line_error(proc, "--extra-digits", "bad.npz", "0..9")
     assert not (tmp_path / "r" / "reader.json").exists()
+
+
+def test_the_fonts_benchmark_refuses_a_model_that_trained_on_its_held_out_fonts(tmp_path):
+    """benchmarks/handwriting_fonts.py checks the fonts listed in the model's --extra-digits file against those
+    it holds out: a model that saw one would make the held-out figure meaningless."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    from digitrec.errors import UsageError
+
+    spec = importlib.util.spec_from_file_location("fonts_benchmark", REPO / "benchmarks" / "handwriting_fonts.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    unseen = [tmp_path / "mali.woff", tmp_path / "kalam.woff"]
+    extra = tmp_path / "digits.npz"
+
+    def model(fonts):
+        np.savez(extra, images=np.zeros((1, 28, 28), np.uint8), labels=np.zeros(1, np.int64), fonts=np.array(fonts))
+        return SimpleNamespace(name="m", checkpoint=SimpleNamespace(card={"extra_digits": {"path": str(extra)}}))
+
+    bench._check_unseen(model(["caveat.woff", "gaegu.woff"]), unseen)  # trained on others: fine
+    with pytest.raises(UsageError, match=r"m trained on 1 of the fonts held out here \(kalam.woff"):
+        bench._check_unseen(model(["caveat.woff", "kalam.woff"]), unseen)
+    bench._check_unseen(SimpleNamespace(name="m", checkpoint=SimpleNamespace(card={})), unseen)  # no extra digits

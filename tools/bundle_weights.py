@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
+import torch
+
 from digitrec import checkpoint
+from digitrec.atomic import atomic_write_text, staged_path
 from digitrec.data import load_dataset
 from digitrec.ensemble import write_ensemble
 from digitrec.errors import DigitrecError
@@ -29,25 +33,38 @@ from digitrec.training import split_validation
 WEIGHTS = Path(__file__).resolve().parent.parent / "src" / "digitrec" / "weights"
 
 
+def _install(staged: Path, name: str) -> Path:
+    """Move a staged NAME.safetensors and NAME.json into the package, each by an atomic rename (weights
+    first: a card never names weights that are not there yet)."""
+    with staged_path(WEIGHTS / f"{name}.safetensors") as tmp:
+        shutil.copyfile(staged / f"{name}.safetensors", tmp)
+    atomic_write_text(WEIGHTS / f"{name}.json", (staged / f"{name}.json").read_text())
+    return WEIGHTS / f"{name}.json"
+
+
 def copy_checkpoint(src: Path, name: str, command: str | None) -> Path:
+    """A digit model's card and weights as weights/NAME.*, its test figures re-measured on the CPU first: a
+    failure anywhere leaves the bundled files as they were."""
     card_path = checkpoint.resolve(src)
     card = checkpoint.read_card(card_path)
-    shutil.copyfile(card_path.parent / card["weights"], WEIGHTS / f"{name}.safetensors")
     card["weights"] = f"{name}.safetensors"
     if command and not card.get("command"):
         card["command"] = command
-    dest = WEIGHTS / f"{name}.json"
-    dest.write_text(json.dumps(card, indent=2) + "\n")
-    # Re-measure on the CPU inference path users get, so `digitrec evaluate` reproduces the card exactly
-    # (a GPU's convolution kernels can flip a borderline test image).
-    test = load_dataset(card["dataset"], "test")
-    metrics = summarize(predict_logits(checkpoint.load(dest).model, test.images, tta=card.get("tta", False)),
-                        test.labels, len(test.classes))
-    card["metrics_at_training"] = card["metrics"]
-    card["metrics"] = dict(test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
-                           per_class=metrics["per_class"], measured_on="cpu")
-    dest.write_text(json.dumps(card, indent=2) + "\n")
-    return dest
+    with tempfile.TemporaryDirectory() as staging:
+        staged = Path(staging)
+        shutil.copyfile(card_path.parent / checkpoint.read_card(card_path)["weights"], staged / card["weights"])
+        (staged / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+        # Re-measure on the CPU inference path users get, so `digitrec evaluate` reproduces the card exactly
+        # (a GPU's convolution kernels can flip a borderline test image).
+        test = load_dataset(card["dataset"], "test")
+        model = checkpoint.load(staged / f"{name}.json").model
+        metrics = summarize(predict_logits(model, test.images, device=torch.device("cpu"), tta=card.get("tta", False)),
+                            test.labels, len(test.classes))
+        card["metrics_at_training"] = card["metrics"]
+        card["metrics"] = dict(test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
+                               per_class=metrics["per_class"], measured_on="cpu")
+        (staged / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+        return _install(staged, name)
 
 
 def copy_reader(src: Path, name: str, companions: list[dict] | None = None) -> Path:
@@ -58,15 +75,21 @@ def copy_reader(src: Path, name: str, companions: list[dict] | None = None) -> P
 
     src = src / f"{READER_NAME}.json" if src.is_dir() else src.with_suffix(".json")
     card = checkpoint.read_card(src)
-    shutil.copyfile(src.parent / card["weights"], WEIGHTS / f"{name}.safetensors")
+    weights = src.parent / card["weights"]
     card["weights"] = f"{name}.safetensors"
     card.pop("companions", None)
     if companions:
         card["companions"] = companions
-    dest = WEIGHTS / f"{name}.json"
-    dest.write_text(json.dumps(card, indent=2) + "\n")
-    Reader.load(dest)  # loads, or raises
-    return dest
+    with tempfile.TemporaryDirectory() as staging:
+        staged = Path(staging)
+        shutil.copyfile(weights, staged / card["weights"])
+        (staged / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+        for entry in companions or []:  # already installed: the staged card names them beside it
+            for suffix in (".json", ".safetensors"):
+                shutil.copyfile(WEIGHTS / Path(entry["card"]).with_suffix(suffix).name,
+                                staged / Path(entry["card"]).with_suffix(suffix).name)
+        Reader.load(staged / f"{name}.json")  # loads, or raises before anything is installed
+        return _install(staged, name)
 
 
 def refit_temperatures() -> None:
@@ -88,11 +111,16 @@ def refit_temperatures() -> None:
         if abs(new / card["temperature"] - 1) > 0.01:  # not CPU-vs-GPU jitter in a fit that had a minimum
             card.setdefault("temperature_history", []).append(card["temperature"])
             card["temperature"] = new
-            card_path.write_text(json.dumps(card, indent=2) + "\n")
+            atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")
+    remeasure_ensemble()
+
+
+def remeasure_ensemble() -> None:
+    """Measure the bundled ensemble again (on the CPU) after a member or its temperature changed."""
     ensemble = checkpoint.read_card(WEIGHTS / "ensemble.json")
     members = [WEIGHTS / f"{Path(m).name}.json" for m in ensemble["members"]]
     print(json.dumps(write_ensemble(members, ensemble["dataset"], tta=ensemble["tta"],
-                                    command=ensemble["command"], out=WEIGHTS / "ensemble.json")))
+                                    command=ensemble["command"], out=WEIGHTS / "ensemble.json", device="cpu")))
 
 
 def main() -> None:
@@ -118,12 +146,15 @@ def main() -> None:
         seed = checkpoint.read_card(checkpoint.resolve(path))["seed"]
         return args.command.format(seed=seed)
 
-    if args.distilled:
-        print(copy_checkpoint(args.distilled, "distilled", None))
-        if not (args.best or args.reader):
-            return
+    if not (args.best or args.reader or args.distilled):
+        parser.error("give --best (with --members, --fast), --reader (with --companions), --distilled, or "
+                     "--refit-temperatures")
     if args.companions and not args.reader:
         parser.error("--companions needs --reader")
+    if (args.members or args.fast) and not args.best:
+        parser.error("--members and --fast need --best")
+    if args.distilled:
+        print(copy_checkpoint(args.distilled, "distilled", None))
     if args.reader:
         from digitrec.reader import READER_NAME
 
@@ -132,10 +163,6 @@ def main() -> None:
                    for k, path in enumerate(args.companions, start=1)]
         print(copy_reader(args.reader, READER_NAME, entries))
     if args.best is None:
-        if args.members or args.fast:
-            parser.error("--members and --fast need --best")
-        if not args.reader:
-            parser.error("give --best and/or --reader")
         return
     cards = [copy_checkpoint(args.best, "best", command_for(args.best))]
     for k, member in enumerate(args.members, start=1):
@@ -145,8 +172,10 @@ def main() -> None:
     if args.members:
         result = write_ensemble(cards, checkpoint.read_card(cards[0])["dataset"], tta=True,
                                 command="python tools/bundle_weights.py (averages the members' softmax)",
-                                out=WEIGHTS / "ensemble.json")
+                                out=WEIGHTS / "ensemble.json", device="cpu")
         print(json.dumps(result))
+    elif (WEIGHTS / "ensemble.json").exists():  # `best` is member 0 of the bundled ensemble
+        remeasure_ensemble()
     for card in sorted(WEIGHTS.glob("*.json")):
         print(card.name, checkpoint.read_card(card).get("metrics", {}).get("test_accuracy"))
 

@@ -160,12 +160,17 @@ def load(path: str | os.PathLike) -> Checkpoint:
     card_path = resolve(path)
     card = read_card(card_path)
     if "members" in card:
-        paths = [card_path.parent / f"{m}.json" for m in card["members"]]
-        cards = [read_card(p) for p in paths]
-        members = [_load_single(p, c) for p, c in zip(paths, cards, strict=True)]
-        temperatures = [float(c.get("temperature", 1.0)) for c in cards]
-        return Checkpoint(Ensemble(members, temperatures).eval(), card, card_path)
+        return Checkpoint(ensemble_of(card["members"], card_path.parent), card, card_path)
     return Checkpoint(_load_single(card_path, card), card, card_path)
+
+
+def ensemble_of(members: list[str], folder: Path) -> Ensemble:
+    """The ensemble an ensemble card describes: its members' cards are `folder`/MEMBER.json, each bringing
+    the temperature fitted on its own validation split."""
+    paths = [folder / f"{m}.json" for m in members]
+    cards = [read_card(p) for p in paths]
+    models = [_load_single(p, c) for p, c in zip(paths, cards, strict=True)]
+    return Ensemble(models, [float(c.get("temperature", 1.0)) for c in cards]).eval()
 
 
 def bundled_dir() -> Path:

@@ -16,8 +16,9 @@ from digitrec.metrics import summarize
 
 def write_ensemble(member_cards: list[str | os.PathLike], dataset: str, tta: bool,
                    data_dir: str | os.PathLike | None = None, offline: bool = False, command: str = "",
-                   out: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Write an ensemble card next to the members' folders; return a train-style result record."""
+                   out: str | os.PathLike | None = None, device: str = "auto") -> dict[str, Any]:
+    """Measure the members' ensemble on the test set (on `device`), then write its card, once, next to the
+    members' folders (or at `out`); return a train-style result record."""
     cards = [Path(c) for c in member_cards]
     out_path = Path(out) if out else cards[0].parent.parent / f"{cards[0].parent.name}-ensemble" / "ensemble.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,16 +32,15 @@ def write_ensemble(member_cards: list[str | os.PathLike], dataset: str, tta: boo
         train_seconds=sum(float(m.get("train_seconds", 0.0)) for m in member_info),
         versions=checkpoint.library_versions(),
     )
-    atomic_write_text(out_path, json.dumps(card, indent=2) + "\n")
-    loaded = checkpoint.load(out_path)
-    device = pick_device("auto")
+    model = checkpoint.ensemble_of(members, out_path.parent)
+    dev = pick_device(device)
     data = load_dataset(dataset, "test", data_dir, offline)
-    metrics = summarize(predict_logits(loaded.model.to(device), data.images, device=device, tta=tta),
+    metrics = summarize(predict_logits(model.to(dev), data.images, device=dev, tta=tta),
                         data.labels, len(data.classes))
     card["metrics"] = dict(test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
                            per_class=metrics["per_class"])
     card.pop("model")
-    atomic_write_text(out_path, json.dumps(card, indent=2) + "\n")
+    atomic_write_text(out_path, json.dumps(card, indent=2) + "\n")  # a card only once it has its figures
     return dict(model="ensemble", dataset=dataset, epochs=member_info[0].get("recipe", {}).get("epochs"),
                 seed=member_info[0].get("seed"), test_accuracy=metrics["accuracy"],
                 test_loss=metrics["loss"], train_seconds=round(card["train_seconds"], 3),

@@ -107,7 +107,7 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
         from digitrec.ensemble import write_ensemble
 
         results.append(write_ensemble([r["checkpoint"] for r in results], dataset, tta,
-                                      data_dir, offline, command))
+                                      data_dir, offline, command, device=device))
         print(f"ensemble of {ensemble}: test accuracy {results[-1]['test_accuracy']:.4f}"
               f"  -> {results[-1]['checkpoint']}")
     if json_out:
