@@ -109,6 +109,21 @@ def test_blank_and_noise_are_unsure(rec):
     assert noise.unsure
 
 
+def test_a_row_given_to_the_one_digit_reader_is_unsure(rec, test_set):
+    """A number read as one digit gets a confident answer for one of its digits; `several_digits` (and so
+    `unsure`) says what happened, whether the digits stand apart or touch. Single digits are not flagged."""
+    rng = np.random.default_rng(11)
+    apart = np.zeros((28, 28 * 5), np.uint8)
+    for k in range(3):
+        apart[:, 50 * k:50 * k + 28] = test_set.images[k]
+    for row in (apart, *(compose_number(test_set.images, test_set.labels, rng, n_digits=n)[0] for n in (4, 7))):
+        got = rec.predict(row)
+        assert got.several_digits and got.unsure, got
+    singles = rec.predict_many(list(test_set.images[:300]))
+    assert not any(p.several_digits for p in singles)
+    assert rec.read_number(apart).text == "".join(str(d) for d in test_set.labels[:3])
+
+
 def test_read_number(rec, test_set):
     rng = np.random.default_rng(3)
     hits = 0

@@ -149,6 +149,15 @@ def test_read_number(api, rec, test_digits):
     assert xs == sorted(xs)
 
 
+def test_a_number_sent_to_predict_says_it_looks_like_several_digits(api, test_digits):
+    images, _ = test_digits
+    row = np.concatenate([images[k] for k in range(4)], axis=1)
+    body = api.post("/api/v1/predict", files={"file": ("row.png", png(row))}).json()
+    assert body["several_digits"] is True and body["unsure"] is True
+    one = api.post("/api/v1/predict", files={"file": ("one.png", png(images[0]))}).json()
+    assert one["several_digits"] is False
+
+
 def test_blank_page_is_unsure_not_an_error(api):
     blank = png(np.full((200, 300), 255))
     body = api.post("/api/v1/predict", files={"file": ("blank.png", blank)}).json()

@@ -125,6 +125,7 @@ def test_uploads(page, tmp_path):
     page.set_input_files("#file", str(photo))
     answer(page)
     assert page.text_content("#result-digit") == str(test.labels[0])
+    assert page.is_hidden("#result-several")
 
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
@@ -133,11 +134,16 @@ def test_uploads(page, tmp_path):
     assert page.text_content("#error") == "file 'notes.txt': not an image, or a format Pillow cannot read"
     assert page.is_hidden("#digit-result")
 
-    page.check("#mode-number")
     row = np.pad(np.concatenate([255 - test.images[i] for i in range(4)], axis=1), 8, constant_values=255)
     buf = io.BytesIO()
     Image.fromarray(row).resize((row.shape[1] * 3, row.shape[0] * 3)).save(buf, "PNG")
     (tmp_path / "row.png").write_bytes(buf.getvalue())
+    answered = int(page.evaluate("document.body.dataset.answered || 0"))
+    page.set_input_files("#file", str(tmp_path / "row.png"))  # a number in "A digit" mode: the page says so
+    answer(page, answered)
+    assert page.is_visible("#result-several") and page.is_visible("#result-unsure")
+
+    page.check("#mode-number")
     answered = int(page.evaluate("document.body.dataset.answered || 0"))
     page.set_input_files("#file", str(tmp_path / "row.png"))
     answer(page, answered)

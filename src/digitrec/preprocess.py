@@ -13,6 +13,7 @@ photo takes a few milliseconds; `segment.py` reuses `ink_map` and `normalise` fo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import math
@@ -56,6 +57,9 @@ class Prepared:
     image: np.ndarray  # float32 [28, 28] in [0, 1], white ink on black
     has_ink: bool
     box: tuple[int, int, int, int] | None
+    # the image looks like several digits (a row given to a one-digit reader): other digit-sized ink left
+    # out, or a digit over twice as wide as tall (1 in 1,000 single user-like digits; nearly every row)
+    several_digits: bool = False
 
 
 @dataclass
@@ -1248,6 +1252,20 @@ def _with_margin(source: ImageSource, ink: InkMap, keep: np.ndarray | None) -> t
     return padded, main_cluster(padded)
 
 
+def several_digits(ink: InkMap, keep: np.ndarray) -> bool:
+    """Whether the image looks like several digits: ink clusters left out of the digit that look like digits
+    themselves (a third of its ink, half its height), or a "digit" over twice as wide as tall (digits
+    written close together join into one cluster). A one-digit reader given "13579" reads one of them,
+    confidently; this lets it say so."""
+    kept = np.zeros(ink.count + 1, dtype=bool)
+    kept[keep] = True
+    boxes = ink.boxes
+    width = boxes[keep, 2].max() - boxes[keep, 0].min()
+    height = boxes[keep, 3].max() - boxes[keep, 1].min()
+    rivals = ~kept & (ink.mass >= ink.mass[keep].sum() / 3) & (boxes[:, 3] - boxes[:, 1] >= 0.5 * height)
+    return bool(rivals.any() or width > 2 * height)
+
+
 def main_cluster(ink: InkMap) -> np.ndarray:
     """Labels of the digit: the component with most ink plus the nearby parts a pen leaves detached
     (bar of a 5, top of a 7, a broken stroke); far-away specks and scribbles stay out."""
@@ -1367,12 +1385,13 @@ def to_mnist(source: ImageSource) -> Prepared:
     if soft.size == 0:
         return _blank()
     src = source_box(ink, box)
+    several = several_digits(ink, keep)
     if max(box[2] - box[0], box[3] - box[1]) < _REFINE_BELOW and max(ink.scale) > 1.5:
         # A small digit in a big image: read its neighbourhood again at a resolution that does it justice.
         refined = _refine(source, src, ink)
         if refined is not None:
-            return refined
-    return Prepared(normalise(soft), True, src)
+            return dataclasses.replace(refined, several_digits=several)
+    return Prepared(normalise(soft), True, src, several)
 
 
 def _refine(source: ImageSource, src: tuple[int, int, int, int], coarse: InkMap) -> Prepared | None:

@@ -44,7 +44,8 @@ FUSE_PER_DIGIT = 1.0  # added per digit of a candidate: the digit model's log-pr
 
 @dataclass
 class Prediction:
-    """One digit. `digit` is None when the image holds no ink (then `unsure` is True)."""
+    """One digit. `digit` is None when the image holds no ink (then `unsure` is True). `several_digits`:
+    the image looks like several digits (then `unsure` is True too: read it with `read_number`)."""
 
     digit: int | None
     confidence: float
@@ -52,6 +53,7 @@ class Prediction:
     unsure: bool
     image: np.ndarray                  # the 28x28 float input the model saw
     box: tuple[int, int, int, int] | None = None   # where the digit was found, in source pixels
+    several_digits: bool = False
 
     def __repr__(self) -> str:  # short: the 28x28 array would print 800 lines in a REPL
         return (f"Prediction(digit={self.digit}, confidence={self.confidence:.4f}, unsure={self.unsure}, "
@@ -64,7 +66,8 @@ class Prediction:
     def to_dict(self, top_k: int = 0) -> dict[str, Any]:
         out: dict[str, Any] = dict(digit=self.digit, confidence=round(self.confidence, 6),
                                    probabilities=[round(float(p), 6) for p in self.probabilities],
-                                   unsure=self.unsure, box=list(self.box) if self.box else None)
+                                   unsure=self.unsure, box=list(self.box) if self.box else None,
+                                   several_digits=self.several_digits)
         if top_k:  # no ink: no ranking of ten zeros
             # the HTTP API's shape, so one parser reads both
             out["top_k"] = ([dict(digit=d, probability=round(p, 6)) for d, p in self.top_k(top_k)]
@@ -209,7 +212,8 @@ class Recognizer:
             pr = next(row)
             digit = int(pr.argmax())
             out.append(Prediction(digit, float(pr[digit]), pr.astype(np.float32),
-                                  bool(pr[digit] < self.unsure_below), p.image, p.box))
+                                  bool(pr[digit] < self.unsure_below or p.several_digits), p.image, p.box,
+                                  p.several_digits))
         return out
 
     # --- public API ---------------------------------------------------------------------------------

@@ -225,7 +225,7 @@ def _emit_error(file: str, error: str, json_out: bool, multi: bool, out: list[st
     if json_out:
         # The same keys, in the same order, as a result line, so consumers can read every line alike.
         empty = (dict(text=None, confidence=None, unsure=True, digits=[]) if multi else
-                 dict(digit=None, confidence=None, probabilities=None, unsure=True, box=None))
+                 dict(digit=None, confidence=None, probabilities=None, unsure=True, box=None, several_digits=None))
         if top_k and not multi:
             empty["top_k"] = None
         record = dict(file=file, **empty, error=error)
@@ -248,7 +248,9 @@ def _emit(file: str, result, json_out: bool, top_k: int | None, multi: bool, out
     if result.digit is None:
         out.append(f"{file}: no digit found (no ink in the image)\n")
         return
-    line = f"{file}: {result.digit}  confidence {result.confidence:.3f}{'  (unsure)' if result.unsure else ''}"
+    flag = "  (unsure: several digits? --multi reads a row)" if result.several_digits else (
+        "  (unsure)" if result.unsure else "")
+    line = f"{file}: {result.digit}  confidence {result.confidence:.3f}{flag}"
     if top_k:
         line += "  top: " + ", ".join(f"{d} {p:.3f}" for d, p in result.top_k(top_k))
     out.append(line + "\n")

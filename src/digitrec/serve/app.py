@@ -58,6 +58,8 @@ class DigitResult(BaseModel):
     confidence: float = Field(description="calibrated probability of `digit` (0 when no ink)")
     probabilities: list[float] = Field(description="calibrated probability of each digit 0-9")
     unsure: bool = Field(description="low confidence or no ink: ask the user again")
+    several_digits: bool = Field(default=False, description="the image looks like several digits (then unsure "
+                                                            "too): read it with /read-number")
     box: list[int] | None = Field(description="the digit's ink box in the image, [x0, y0, x1, y1], end-exclusive")
     top_k: list[TopK] = Field(description="the most likely digits, best first")
     image: list[list[float]] | None = Field(
@@ -225,6 +227,7 @@ def _digit_result(p: Prediction, top_k: int, include_image: bool) -> DigitResult
     return DigitResult(
         digit=p.digit, confidence=round(p.confidence, 6),
         probabilities=[round(float(x), 6) for x in p.probabilities], unsure=p.unsure,
+        several_digits=p.several_digits,
         box=[int(v) for v in p.box] if p.box else None,
         top_k=[TopK(digit=d, probability=round(q, 6)) for d, q in p.top_k(top_k)] if p.digit is not None else [],
         image=np.round(p.image.astype(np.float64), 4).tolist() if include_image else None,

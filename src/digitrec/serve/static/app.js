@@ -126,8 +126,10 @@ function showDigit(r) {
   $("result-digit").textContent = r.digit === null ? "–" : String(r.digit);
   $("result-confidence").textContent = r.digit === null ? "no ink found" : percent(r.confidence);
   $("result-unsure").hidden = !r.unsure;
+  $("result-several").hidden = !r.several_digits;
   $("announce").textContent = r.digit === null ? "No digit found." :
-    `Read ${r.digit}, confidence ${percent(r.confidence)}${r.unsure ? ", unsure" : ""}.`;
+    `Read ${r.digit}, confidence ${percent(r.confidence)}${r.unsure ? ", unsure" : ""}` +
+    `${r.several_digits ? ": it looks like several digits" : ""}.`;
   const list = $("probs");
   list.replaceChildren();
   r.probabilities.forEach((p, d) => {
