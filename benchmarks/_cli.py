@@ -71,3 +71,27 @@ def run(main: Callable[[], object]) -> None:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"{prog}: error: {where}{_one_line(exc.strerror or exc)}", file=sys.stderr)
         sys.exit(1)
+
+
+def model_identity(rec: Any) -> dict[str, str]:
+    """Which model a result is from, beyond its path: the card's name and the sha256 of the card and of each
+    weights file it names (an ensemble's members' too), so a JSON result can be traced to the weights."""
+    import hashlib
+
+    from digitrec import checkpoint
+
+    card_path = Path(rec.checkpoint.path)
+    files = [card_path]
+    cards = [(card_path, rec.checkpoint.card)]
+    if "members" in rec.checkpoint.card:
+        cards = [(card_path.parent / f"{m}.json", None) for m in rec.checkpoint.card["members"]]
+        files += [path for path, _ in cards]
+    for path, card in cards:
+        card = card or checkpoint.read_card(path)
+        if card.get("weights"):
+            files.append(path.parent / card["weights"])
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return dict(model=checkpoint.model_name(rec.checkpoint), model_card=str(card_path),
+                model_sha256=digest.hexdigest())

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from _cli import model_identity  # noqa: E402
 from handwriting_fonts import font_files, font_pool, held_out, mnist_like  # noqa: E402
 
 from digitrec import Recognizer  # noqa: E402
@@ -91,7 +92,7 @@ def main() -> None:
     per_class = [float(np.mean(right[unseen & (labels == c)])) for c in range(10)]
     per_font = {fonts[k].stem: float(np.mean(right[writers == k])) for k in range(len(fonts))}
     pairs, counts = np.unique(np.stack([labels[~right], got[~right]], 1), axis=0, return_counts=True)
-    result = dict(model=rec.name, fonts=len(fonts), held_out_fonts=int(held_out(fonts).sum()),
+    result = dict(**model_identity(rec), fonts=len(fonts), held_out_fonts=int(held_out(fonts).sum()),
                   per_glyph=args.per_glyph, seed=args.seed, n=len(labels),
                   held_out_accuracy=float(right[unseen].mean()), accuracy=float(right.mean()),
                   user_like_accuracy=float(np.mean(got_photos == photo_labels)),

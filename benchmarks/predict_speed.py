@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _cli import json_output, make_parser, positive_int, run, write_json
+from _cli import json_output, make_parser, model_identity, positive_int, run, write_json
 
 from digitrec import Recognizer
 from digitrec.data import load_dataset
@@ -86,7 +86,7 @@ def main() -> None:
     digit = load_dataset("mnist", "test").images[0]
     array_ms = 1000 * latency(lambda: rec.predict_array(digit))
     image_ms = 1000 * latency(lambda: rec.predict(digit))
-    result = dict(model=args.model, n=args.n, cli_images_per_second=args.n / cli_seconds,
+    result = dict(**model_identity(rec), n=args.n, cli_images_per_second=args.n / cli_seconds,
                   cli_seconds=cli_seconds, cli_accuracy=cli_accuracy,
                   api_images_per_second=args.n / api_seconds, array_latency_ms=array_ms,
                   image_latency_ms=image_ms, tta=rec.tta, repeat=args.repeat, cli_runs_seconds=cli_runs,

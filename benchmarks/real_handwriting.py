@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from _cli import json_output, make_parser, run, write_json
+from _cli import json_output, make_parser, model_identity, run, write_json
 from PIL import Image
 
 from digitrec import Recognizer
@@ -70,7 +70,7 @@ def main() -> None:
         print(f"| {name} | {100 * row['accuracy']:.2f} % | {100 * row['no_digit']:.1f} % | "
               f"{' '.join(f'{100 * a:.0f}' for a in per_class)} | {seconds:.1f} |")
     if json_path:
-        write_json(json_path, dict(model=rec.name, rows=rows))
+        write_json(json_path, dict(**model_identity(rec), rows=rows))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from held_out import MIN_POOL, digit_model_held_out, held_out_pool  # benchmarks/ is on sys.path here
+from _cli import model_identity  # benchmarks/ is on sys.path here
+from held_out import MIN_POOL, digit_model_held_out, held_out_pool
 
 from digitrec import Recognizer, checkpoint
 from digitrec.atomic import atomic_open
@@ -105,7 +106,7 @@ def main() -> None:
             count = "too few digits" if len(read) < len(text) else "too many digits" if len(read) > len(text) else ""
             causes[f"{count or 'right count, misread'}{' (touching pair in row)' if touching else ''}"] += 1
 
-    result = dict(model=rec.name, digits=args.digits, added_effects=args.add_effect, method=args.method,
+    result = dict(**model_identity(rec), digits=args.digits, added_effects=args.add_effect, method=args.method,
                   n=args.n, seed=args.seed,
                   accuracy=float(correct.mean()),
                   images_per_second=args.n / seconds,
