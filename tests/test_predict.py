@@ -94,6 +94,65 @@ def test_every_input_type_gives_the_same_answer(rec, test_set):
     assert a.box is not None
 
 
+def test_the_same_digit_in_any_pixel_range_or_container_reads_the_same(rec, test_set, tmp_path):
+    """White is guessed from the brightest pixel the same way for every form: a float image that overshoots
+    1 a little after a resize, a 0/1 mask of any integer type, 8-bit values in a 16-bit PNG or array, full
+    uint32; open files (a web framework's upload) are read once. Each used to come back blank or raise."""
+    rng = np.random.default_rng(0)
+    grey = render_user_like(test_set.images[0], rng, "paper")  # a 7, dark on light
+    grey = grey if grey.ndim == 2 else grey.mean(axis=2).astype(np.uint8)
+    want = int(test_set.labels[0])
+    overshoot = grey.astype(np.float32) / 255
+    overshoot[0, 0] = 1.02
+    mask = (grey > 128).astype(np.uint8)
+    Image.fromarray(grey.astype(np.uint16)).save(tmp_path / "eight-bit-values.png")  # 16-bit PNG
+    png16 = tmp_path / "eight-bit-values.png"
+    forms = {"float overshooting 1": overshoot, "uint8 0/1 mask": mask, "int64 0/1 mask": mask.astype(np.int64),
+             "uint16 0/1 mask": mask.astype(np.uint16), "16-bit PNG of 8-bit values": png16,
+             "uint32 full range": grey.astype(np.uint32) * 16_843_009, "open file": open(png16, "rb"),  # noqa: SIM115
+             "BytesIO": io.BytesIO(encode(grey, "PNG"))}
+    try:
+        for name, form in forms.items():
+            assert rec.predict(form).digit == want, name
+    finally:
+        forms["open file"].close()
+    for bad, fragment in [(None, "<NoneType>: not an image"), (5, "<int>: not an image"),
+                          ("a\0b.png", "not a file name"), (io.StringIO("text"), "text mode")]:
+        with pytest.raises(ImageError, match=fragment):
+            rec.predict(bad)
+    got = rec.predict_many([grey, None], errors="return")
+    assert got[0].digit == want and isinstance(got[1], ImageError)
+    for shape in [(4, 1000), (4, 100_000), (100_000, 4)]:  # a strip thinner than the shrink factor
+        assert rec.predict(np.full(shape, 235, np.uint8)).digit is None
+        assert rec.read_number(np.full(shape, 200, np.uint8)).text == ""
+
+
+def test_api_usage_errors_are_usage_errors(rec, test_set):
+    from digitrec.errors import UsageError
+
+    with pytest.raises(UsageError, match="errors must be 'raise' or 'return'"):
+        rec.predict_many([test_set.images[0]], errors="rasie")
+    with pytest.raises(UsageError, match="not one str"):
+        rec.predict_many("seven.png")
+    with pytest.raises(UsageError, match="workers must be"):
+        rec.predict_many([test_set.images[0]], workers=-1)
+    assert len(rec.predict_many(test_set.images[:3])) == 3  # a stack [N, 28, 28] is many images
+    with pytest.raises(UsageError, match="method must be"):
+        rec.read_number(test_set.images[0], method="bogus")
+    with pytest.raises(UsageError, match="not both"):
+        Recognizer.load("x.json", model="best")
+    with pytest.raises(UsageError, match="not a bundled model's name"):
+        Recognizer.load(model="../weights/best")
+    with pytest.raises(UsageError, match="--device tpu: not a device"):
+        Recognizer.load(device="tpu")
+    with pytest.raises(ImageError, match=r"expected MNIST-normalised pixels.*float32 0\.\.255"):
+        rec.predict_array(test_set.images[:2].astype(np.float32))
+    with pytest.raises(ImageError, match="NaN"):
+        rec.predict_array(np.full((28, 28), np.nan, np.float32))
+    floats = rec.predict_array(test_set.images[:5].astype(np.float32) / 255)
+    assert [p.digit for p in floats] == [p.digit for p in rec.predict_array(test_set.images[:5])]
+
+
 def test_mnist_arrays_pass_through(rec, test_set):
     preds = rec.predict_array(test_set.images[:200])
     assert np.mean([p.digit == y for p, y in zip(preds, test_set.labels[:200], strict=True)]) >= 0.99
@@ -122,6 +181,19 @@ def test_a_row_given_to_the_one_digit_reader_is_unsure(rec, test_set):
     singles = rec.predict_many(list(test_set.images[:300]))
     assert not any(p.several_digits for p in singles)
     assert rec.read_number(apart).text == "".join(str(d) for d in test_set.labels[:3])
+
+
+def test_read_number_says_when_it_left_ink_out(rec, test_set):
+    """Digits stacked in a column are not a row: the reader reads one line, and says ink was left out (so
+    the reading is unsure) instead of answering one digit with confidence. Rows are not flagged."""
+    stack = np.zeros((3 * 38, 40), np.uint8)
+    for k in range(3):
+        stack[38 * k:38 * k + 28, 6:34] = test_set.images[k]
+    reading = rec.read_number(stack)
+    assert reading.ink_left_out and reading.unsure and reading.to_dict()["ink_left_out"] is True
+    rng = np.random.default_rng(4)
+    rows = [compose_number(test_set.images, test_set.labels, rng, user_like=bool(k % 2))[0] for k in range(40)]
+    assert not any(rec.read_number(row).ink_left_out for row in rows)
 
 
 def test_read_number(rec, test_set):

@@ -179,7 +179,9 @@ def bundled_dir() -> Path:
 
 def bundled(name: str = "best") -> Checkpoint:
     card = bundled_dir() / f"{name}.json"
-    if not card.exists():
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+        raise UnknownModelError(f"{name!r} is not a bundled model's name; give a path as the checkpoint instead")
+    if not card.exists() or read_card(card).get("model") == "crnn-reader":
         available = sorted(p.stem for p in bundled_dir().glob("*.json")
                            if read_card(p).get("bundled", True))
         raise UnknownModelError(f"no bundled model {name!r}; bundled: {', '.join(available) or 'none'}")

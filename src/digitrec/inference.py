@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from digitrec.augment import tta_views
+from digitrec.errors import UsageError
 
 
 def as_model_input(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -66,11 +67,21 @@ def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, batch_si
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """auto -> cuda, then mps, then cpu. An explicit device that is missing is an error upstream."""
+    """auto -> cuda, then mps, then cpu. A device that is not there (cuda without a GPU) or not one of these
+    is a UsageError naming it, not torch's assertion when the first tensor moves."""
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"--device {name}: not a device (auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA GPU is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPUs")
+    if device.type == "mps" and not mps:
+        raise UsageError(f"--device {name}: MPS (Apple GPU) is not available")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {name}: not a device digitrec runs on (auto, cpu, cuda, cuda:N or mps)")
+    return device

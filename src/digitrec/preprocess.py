@@ -107,8 +107,32 @@ class InkMap:
 
 def _name(source: object) -> str:
     if isinstance(source, (str, os.PathLike)):
-        return str(source)
+        text = str(source)
+        return text if len(text) <= 200 else f"{text[:90]}...{text[-90:]}"  # errors stay one readable line
     return "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else "<image>"
+
+
+def readable(source: object) -> ImageSource:
+    """`source` as the decoders take it: an open file or any object with `read()` (a web framework's upload)
+    is read once into bytes, since an image may be decoded more than once; anything that is not an image
+    source is an ImageError, not a TypeError deep inside."""
+    if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray)):
+        if isinstance(source, str) and "\0" in source:
+            raise ImageError(f"{_name(source)!r}: not a file name (it holds a NUL character)")
+        if isinstance(source, np.ndarray) and type(source) is not np.ndarray:
+            source = np.asarray(np.ma.filled(source, 0) if np.ma.isMaskedArray(source) else source)
+        return source
+    if callable(getattr(source, "read", None)):
+        name = getattr(source, "name", None)
+        try:
+            data = source.read()
+        except (OSError, ValueError) as exc:  # closed, unreadable
+            raise ImageError(f"{name or '<file>'}: cannot read ({exc})") from None
+        if not isinstance(data, (bytes, bytearray)):
+            raise ImageError(f"{name or '<file>'}: opened in text mode; open it with 'rb'")
+        return bytes(data)
+    raise ImageError(f"<{type(source).__name__}>: not an image (give a path, bytes, an open file, a PIL image "
+                     "or a numpy array)")
 
 
 def _open(source: str | os.PathLike | bytes | bytearray | memoryview) -> Image.Image:
@@ -166,15 +190,11 @@ def _orientation(im: Image.Image) -> int:
 def _pil_channels(im: Image.Image, name: str = "<image>") -> tuple[np.ndarray, np.ndarray | None]:
     """Pixels as float32 in [0, 1]: [H, W] or [H, W, 3], and alpha [H, W] when the image has one."""
     mode = im.mode
-    if mode.startswith("I;16"):
-        return np.asarray(im, dtype=np.float32) / 65535.0, None
-    if mode in ("I", "F"):
+    if mode.startswith("I;16") or mode in ("I", "F"):
         arr = np.asarray(im, dtype=np.float32)
         if not np.isfinite(arr).all():  # a float TIFF can hold them; no pixel value means anything then
             raise ImageError(f"{name}: pixels contain NaN or infinity")
-        top = float(arr.max(initial=0.0))
-        scale = 1.0 if mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
-        return np.clip(arr / scale, 0.0, 1.0), None
+        return np.clip(arr / _full_scale(float(arr.max(initial=0.0)), mode == "F"), 0.0, 1.0), None
     transparent = "transparency" in im.info
     if mode in ("LA", "La", "PA") or (mode == "L" and transparent):
         arr = np.asarray(im.convert("LA"), dtype=np.float32) / 255.0
@@ -187,6 +207,15 @@ def _pil_channels(im: Image.Image, name: str = "<image>") -> tuple[np.ndarray, n
     return np.asarray(im, dtype=np.float32) / 255.0, None
 
 
+def _full_scale(top: float, floating: bool) -> float:
+    """The value of white, guessed from the brightest pixel, the same for numpy arrays and PIL's integer and
+    float modes: a 0/1 mask (any type) is 1; floats up to 2 are 0..1 (a resize or sharpen overshoots 1 a
+    little); then 8-bit, then 16-bit values; anything larger is scaled by its own maximum."""
+    if top <= (2.0 if floating else 1.0):
+        return 1.0
+    return 255.0 if top <= 255.0 else 65535.0 if top <= 65535.0 else top
+
+
 def _array_channels(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """A caller's numpy image (HxW, HxWx1..4; uint8, uint16, bool or float) as `_pil_channels` returns."""
     if arr.ndim == 3 and arr.shape[2] == 1:
@@ -196,15 +225,11 @@ def _array_channels(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     _check_size(arr.shape[1], arr.shape[0], "<array>")
     if arr.dtype == np.bool_:
         data = arr.astype(np.float32)
-    elif np.issubdtype(arr.dtype, np.integer):
-        top = 255.0 if arr.dtype == np.uint8 or arr.max() <= 255 else 65535.0
-        data = arr.astype(np.float32) / top
-    elif np.issubdtype(arr.dtype, np.floating):
+    elif np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating):
         data = arr.astype(np.float32)
         if not np.isfinite(data).all():
             raise ImageError("<array>: pixels contain NaN or infinity")
-        top = float(data.max(initial=0.0))
-        data = data / (1.0 if top <= 1.0 else 255.0 if top <= 255.0 else top)
+        data = data / _full_scale(float(data.max(initial=0.0)), np.issubdtype(arr.dtype, np.floating))
     else:
         raise ImageError(f"<array>: unsupported pixel type {arr.dtype}")
     data = np.clip(data, 0.0, 1.0)
@@ -218,9 +243,11 @@ def _array_channels(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _block_mean(arr: np.ndarray, factor: int) -> np.ndarray:
-    """Shrink by an integer factor, averaging (anti-aliased, for the formats Image.reduce lacks)."""
-    h, w = arr.shape[0] // factor * factor, arr.shape[1] // factor * factor
-    shape = (h // factor, factor, w // factor, factor) + arr.shape[2:]
+    """Shrink by an integer factor, averaging (anti-aliased, for the formats Image.reduce lacks). A side
+    shorter than the factor keeps one row or column (a 4x100000 strip must not shrink to nothing)."""
+    fy, fx = min(factor, arr.shape[0]), min(factor, arr.shape[1])
+    h, w = arr.shape[0] // fy * fy, arr.shape[1] // fx * fx
+    shape = (h // fy, fy, w // fx, fx) + arr.shape[2:]
     return arr[:h, :w].reshape(shape).mean(axis=(1, 3))
 
 
@@ -350,6 +377,7 @@ def _decode(source: ImageSource, max_side: int | None, region: tuple[int, int, i
     """Grey float32 image of `region` (source pixels; default all) whose long side is at most `max_side`
     (None: full size), and the x/y factors from its pixels to source pixels. A JPEG we open ourselves is
     DCT-scaled while decoding (Image.draft), which makes a phone photo ~10x cheaper to read."""
+    source = readable(source)
     if isinstance(source, np.ndarray):
         pixels, alpha = _array_channels(source)
         full_h, full_w = pixels.shape[:2]
@@ -1371,6 +1399,7 @@ def _blank() -> Prepared:
 
 def to_mnist(source: ImageSource) -> Prepared:
     """One image of one handwritten digit -> MNIST-normalised 28x28. Raises ImageError on bad input."""
+    source = readable(source)  # an open file is read once: the image may be decoded more than once
     ink = ink_map(source)
     if not ink.has_ink and max(ink.scale) >= 2.5:
         # faint or hair-thin strokes can vanish at the working resolution: look once more, closer

@@ -54,6 +54,8 @@ class Line:
     soft: np.ndarray  # the cropped ink at working resolution
     box: tuple[int, int, int, int]  # the crop in working pixels
     scale: float
+    # digit-sized ink off the line was left out (digits stacked in a column, a second row): not all read
+    ink_left_out: bool = False
 
 
 def line_image(source: ImageSource) -> Line | None:
@@ -73,13 +75,19 @@ def line_image(source: ImageSource) -> Line | None:
     soft, box = crop_soft(ink, keep)
     if soft.size == 0:
         return None
+    kept = np.zeros(ink.count + 1, dtype=bool)
+    kept[keep] = True
+    heights = ink.boxes[:, 3] - ink.boxes[:, 1]
+    # as tall as half the line, and a third of the ink of an average kept component
+    left_out = bool((~kept & (heights >= 0.5 * (box[3] - box[1]))
+                     & (ink.mass >= ink.mass[keep].sum() / max(1, len(keep)) / 3)).any())
     scale = INK_HEIGHT / soft.shape[0]
     width = max(1, round(soft.shape[1] * scale))
     line = np.zeros((LINE_HEIGHT, width + 2 * PAD), dtype=np.float32)
     top = (LINE_HEIGHT - INK_HEIGHT) // 2
     scaled = _resize(np.ascontiguousarray(soft, np.float32), width, INK_HEIGHT)  # preprocess's anti-aliasing
     line[top:top + INK_HEIGHT, PAD:PAD + width] = np.clip(scaled, 0.0, 1.0)
-    return Line(line, ink, soft, box, scale)
+    return Line(line, ink, soft, box, scale, left_out)
 
 
 class CRNN(nn.Module):

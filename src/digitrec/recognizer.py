@@ -14,6 +14,7 @@ needs no cuts between touching digits; without it, by segmentation plus the digi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -23,12 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from digitrec import checkpoint
 from digitrec.errors import CheckpointError, DigitrecError, ImageError, UsageError
 from digitrec.inference import fold_batchnorm, pick_device, predict_logits
 from digitrec.metrics import softmax
-from digitrec.preprocess import ImageSource, Prepared, to_mnist
+from digitrec.preprocess import ImageSource, Prepared, readable, to_mnist
 from digitrec.reader import Reader
 from digitrec.segment import segment_readings
 
@@ -81,6 +83,8 @@ class NumberReading:
 
     text: str
     digits: list[Prediction] = field(default_factory=list)
+    # digit-sized ink off the row was not read (digits stacked in a column, a second row): then unsure
+    ink_left_out: bool = False
 
     @property
     def confidence(self) -> float:
@@ -88,10 +92,11 @@ class NumberReading:
 
     @property
     def unsure(self) -> bool:
-        return not self.digits or any(d.unsure for d in self.digits)
+        return not self.digits or self.ink_left_out or any(d.unsure for d in self.digits)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(text=self.text, confidence=round(self.confidence, 6), unsure=self.unsure,
+                    ink_left_out=self.ink_left_out,
                     digits=[dict(digit=d.digit, confidence=round(d.confidence, 6), box=list(d.box or ()))
                             for d in self.digits])
 
@@ -108,6 +113,7 @@ class FusedCandidates:
     ctc: np.ndarray
     digit_log_probs: np.ndarray
     cuts: list[NumberReading]
+    ink_left_out: bool = False  # see NumberReading
 
     def scores(self, weight: float, per_digit: float) -> np.ndarray:
         """CTC log-likelihood + `weight` x the digit model's log-probability + `per_digit` per digit."""
@@ -129,7 +135,7 @@ class FusedCandidates:
             digit = int(ch)
             out.append(Prediction(digit, float(joint[digit]), joint.astype(np.float32),
                                   bool(joint[digit] < unsure_below), theirs.image, theirs.box))
-        return NumberReading(text, out)
+        return NumberReading(text, out, self.ink_left_out)
 
 
 class Recognizer:
@@ -175,12 +181,7 @@ class Recognizer:
              tta: bool | None = None, reader: Reader | str | os.PathLike | None = "bundled") -> Recognizer:
         """`path`: a checkpoint; else the bundled `model` ('distilled', 'best', 'ensemble'); else the default.
         `reader`: the row reader for `read_number` ('bundled', a reader checkpoint, or None: segmentation)."""
-        if path is not None:
-            loaded = checkpoint.load(path)
-        elif model is not None:
-            loaded = checkpoint.bundled(model)
-        else:
-            loaded = checkpoint.default_bundled()
+        loaded = checkpoint.choose(path, model)  # both given is a UsageError
         return cls(loaded, device=device, tta=tta, reader=reader)
 
     @property
@@ -227,8 +228,22 @@ class Recognizer:
 
         errors='raise' raises on the first bad image; errors='return' puts the exception in its slot.
         """
+        if errors not in ("raise", "return"):
+            raise UsageError(f"errors must be 'raise' or 'return', not {errors!r}")
+        one_array = isinstance(images, np.ndarray) and (images.ndim < 3 or (images.ndim == 3 and images.shape[2] <= 4))
+        if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or one_array:
+            # one image: iterating it would read a path letter by letter, an array row by row (a stack of
+            # arrays, [N, H, W] or [N, H, W, C], is many images)
+            raise UsageError(f"predict_many takes a list of images, not one {type(images).__name__}; "
+                             "use predict for one image")
+        if workers is not None and (not isinstance(workers, int) or workers < 0):
+            raise UsageError(f"workers must be a whole number of threads (0 or None: one per core), not {workers!r}")
         images = list(images)
         workers = workers or min(len(images), os.cpu_count() or 1) or 1
+        for image in images:
+            if isinstance(image, Image.Image):
+                with contextlib.suppress(Exception):  # a closed or broken image: to_mnist says so, per image
+                    image.load()  # a lazily opened image decodes in the first thread to touch it: not shared
 
         def prepare(source: ImageSource) -> Prepared | DigitrecError:
             try:
@@ -258,7 +273,16 @@ class Recognizer:
             images = images[None]
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise ImageError(f"expected MNIST-normalised arrays of shape [N, 28, 28], got {images.shape}")
-        floats = images.astype(np.float32) / 255 if images.dtype == np.uint8 else images.astype(np.float32)
+        floats = images.astype(np.float32)
+        if not np.isfinite(floats).all():
+            raise ImageError("predict_array: pixels contain NaN or infinity")
+        top = float(floats.max(initial=0.0))
+        if np.issubdtype(images.dtype, np.integer) and top <= 255 and floats.min(initial=0.0) >= 0:
+            floats /= 255
+        elif not np.issubdtype(images.dtype, np.floating) or top > 1.0 + 1e-3 or floats.min(initial=0.0) < -1e-3:
+            # another range means another normalisation than the model's: read wrongly, with confidence
+            raise ImageError(f"predict_array: expected MNIST-normalised pixels, uint8 0..255 or float 0..1 (got "
+                             f"{images.dtype} {floats.min(initial=0.0):g}..{top:g}); predict() reads other images")
         return self._predictions([Prepared(img, bool(img.max() > 0), None) for img in floats])
 
     def read_number(self, image: ImageSource, method: str = "auto") -> NumberReading:
@@ -268,7 +292,8 @@ class Recognizer:
         (count chosen by the cut programme), then classify each; 'auto': 'fused' when a reader is
         available, else 'segment'. Raises ImageError on bad input."""
         if method not in ("auto", "reader", "fused", "segment"):
-            raise ValueError(f"method must be 'auto', 'reader', 'fused' or 'segment', not {method!r}")
+            raise UsageError(f"method must be 'auto', 'reader', 'fused' or 'segment', not {method!r}")
+        image = readable(image)  # an open file is read once: the row is decoded more than once
         if method == "segment" or (method == "auto" and self.reader is None):
             return self._read_segmented(image)
         if self.reader is None:
@@ -305,7 +330,7 @@ class Recognizer:
         found = self.reader.decode(line, log_probs)
         preds = [Prediction(d.digit, d.confidence, d.probabilities, bool(d.confidence < self.unsure_below),
                             d.image, d.box) for d in found]
-        reader_reading = NumberReading("".join(str(p.digit) for p in preds), preds)
+        reader_reading = NumberReading("".join(str(p.digit) for p in preds), preds, line.ink_left_out)
         if not fuse or not preds:
             return reader_reading
         others = self.reader.companion_log_probs(line)
@@ -330,7 +355,7 @@ class Recognizer:
                                         for ch, p in zip(text, cuts[ci].digits, strict=True))
                                     for text, ci in keys])
         return FusedCandidates(keys, [candidates[k] for k in keys], np.asarray(ctc, np.float64),
-                               digit_log_probs, cuts)
+                               digit_log_probs, cuts, line.ink_left_out)
 
     def _read_segmented(self, image: ImageSource) -> NumberReading:
         """Segment the row (cuts chosen with the digit model's help), then read each piece."""

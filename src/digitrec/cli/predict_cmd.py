@@ -224,7 +224,7 @@ def _flush(lines: Iterable[str]) -> None:
 def _emit_error(file: str, error: str, json_out: bool, multi: bool, out: list[str], top_k: int | None = None) -> None:
     if json_out:
         # The same keys, in the same order, as a result line, so consumers can read every line alike.
-        empty = (dict(text=None, confidence=None, unsure=True, digits=[]) if multi else
+        empty = (dict(text=None, confidence=None, unsure=True, ink_left_out=None, digits=[]) if multi else
                  dict(digit=None, confidence=None, probabilities=None, unsure=True, box=None, several_digits=None))
         if top_k and not multi:
             empty["top_k"] = None

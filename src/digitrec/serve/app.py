@@ -88,6 +88,8 @@ class NumberResult(BaseModel):
     text: str
     confidence: float = Field(description="product of the digits' confidences")
     unsure: bool
+    ink_left_out: bool = Field(default=False, description="digit-sized ink off the row was not read (digits "
+                                                          "stacked in a column, a second row): then unsure too")
     digits: list[NumberDigit]
 
 
@@ -355,6 +357,7 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
         """Read a number written in a row (a year, a phone number, a meter reading)."""
         reading = await read_one(request, file, rec.read_number)
         return NumberResult(text=reading.text, confidence=round(reading.confidence, 6), unsure=reading.unsure,
+                            ink_left_out=reading.ink_left_out,
                             digits=[NumberDigit(digit=int(d.digit), confidence=round(d.confidence, 6),
                                                 box=[int(v) for v in d.box or ()])
                                     for d in reading.digits if d.digit is not None])
