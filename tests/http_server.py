@@ -9,6 +9,8 @@ Each route maps a path to what the server answers:
   Truncated    a Content-Length larger than the body it sends before closing the connection
   Raw          these bytes verbatim (no status line added), then close: for broken or non-HTTP peers
   Stall        wait that many seconds before answering 200 with the body (for client timeouts)
+  Trickle      200 with the body sent `chunk` bytes at a time, `interval` seconds apart (a slow mirror)
+  Redirect     302 to `location`
 Unknown paths get 404. Every request path is recorded, in order, in `server.requests`.
 
 The server is bounded: it binds port 0 on 127.0.0.1 only, every connection has a socket timeout,
@@ -42,7 +44,19 @@ class Stall:
     body: bytes = b""
 
 
-Route = bytes | int | Truncated | Raw | Stall
+@dataclass(frozen=True)
+class Trickle:
+    body: bytes
+    chunk: int
+    interval: float
+
+
+@dataclass(frozen=True)
+class Redirect:
+    location: str
+
+
+Route = bytes | int | Truncated | Raw | Stall | Trickle | Redirect
 
 
 def closed_port_url() -> str:
@@ -81,6 +95,24 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(route, Truncated):
             self._send_body(route.body, route.declared_length)
             self.close_connection = True
+        elif isinstance(route, Trickle):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(route.body)))
+            self.end_headers()
+            try:
+                for start in range(0, len(route.body), route.chunk):
+                    self.wfile.write(route.body[start:start + route.chunk])
+                    self.wfile.flush()
+                    if owner._stopping.wait(route.interval):
+                        break
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up, as it should
+            self.close_connection = True
+        elif isinstance(route, Redirect):
+            self.send_response(302)
+            self.send_header("Location", route.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif isinstance(route, Raw):
             self.wfile.write(route.data)
             self.wfile.flush()

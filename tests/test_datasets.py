@@ -39,7 +39,10 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
 
 
 def cache_file(cache: Path, dataset: str, filename: str) -> Path:
-    return cache / f"{REGISTRY[dataset].sha256[filename][:24]}.npy"
+    """The one cache entry of a data file: named by the file's checksum and a digest of its content."""
+    entries = sorted(cache.glob(f"{REGISTRY[dataset].sha256[filename][:24]}-*.npy"))
+    assert len(entries) == 1, entries
+    return entries[0]
 
 
 # --------------------------------------------------------------------------------------------- registry
@@ -132,21 +135,33 @@ def test_second_train_load_is_fast(cache_dir):
     assert ds.images.shape == (60000, 28, 28)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "header-only"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "header-only", "another array"])
 def test_corrupt_cache_is_ignored_and_rebuilt(cache_dir, damage):
     good = load_dataset("mnist", "test", offline=True, progress=False)
     images_cache = cache_file(cache_dir, "mnist", "t10k-images-idx3-ubyte.gz")
     labels_cache = cache_file(cache_dir, "mnist", "t10k-labels-idx1-ubyte.gz")
     raw = images_cache.read_bytes()
+    other = labels_cache.read_bytes()  # a valid .npy, of another array: it must not pass for the images
     damaged = {"garbage": b"this is not a numpy file" * 10, "truncated": raw[: len(raw) // 2],
-               "empty": b"", "header-only": raw[:128]}[damage]
+               "empty": b"", "header-only": raw[:128], "another array": other}[damage]
     images_cache.write_bytes(damaged)
-    labels_cache.write_bytes(damaged)
+    labels_cache.write_bytes(damaged if damage != "another array" else raw)
     again = load_dataset("mnist", "test", offline=True, progress=False)
     np.testing.assert_array_equal(again.images, good.images)
     np.testing.assert_array_equal(again.labels, good.labels)
-    np.testing.assert_array_equal(np.load(images_cache), good.images)  # rebuilt
+    np.testing.assert_array_equal(np.load(cache_file(cache_dir, "mnist", "t10k-images-idx3-ubyte.gz")),
+                                  good.images)  # rebuilt, under the same name
     assert images_cache.read_bytes() == raw
+
+
+def test_a_cache_in_the_way_only_costs_speed(cache_dir):
+    """A folder where an entry should be, or a cache folder that cannot be listed: decoded from the .gz."""
+    good = load_dataset("mnist", "test", offline=True, progress=False)
+    entry = cache_file(cache_dir, "mnist", "t10k-images-idx3-ubyte.gz")
+    entry.unlink()
+    entry.mkdir()
+    again = load_dataset("mnist", "test", offline=True, progress=False)
+    np.testing.assert_array_equal(again.images, good.images)
 
 
 def test_unwritable_cache_only_costs_speed(tmp_path, monkeypatch):

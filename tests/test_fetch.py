@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
 import pytest
-from http_server import LocalHTTPServer, Raw, Stall, Truncated, closed_port_url
+from http_server import LocalHTTPServer, Raw, Redirect, Stall, Trickle, Truncated, closed_port_url
 
 from digitrec.data import fetch
 from digitrec.data.datasets import MNIST, DatasetSpec
@@ -270,6 +271,65 @@ def test_a_mirror_url_with_a_password_logs_in_with_it(server, monkeypatch, tmp_p
     assert server.authorizations == ["Basic " + base64.b64encode(b"alice:s@cret").decode()] * 2
 
 
+def test_a_password_goes_only_to_the_mirror_it_was_given_for(mirrors, monkeypatch, tmp_path):
+    """A redirect to the same host keeps the login; one to another host (here: another port) drops it, so
+    a mirror cannot hand its users' passwords to a third party."""
+    import base64
+
+    one, two = mirrors
+    one["mnist/" + TRAIN_LABELS] = Redirect(one.base_url + "moved/" + TRAIN_LABELS)
+    one["moved/" + TRAIN_LABELS] = real(TRAIN_LABELS)
+    one["mnist/" + TEST_LABELS] = Redirect(two.base_url + TEST_LABELS)
+    two[TEST_LABELS] = real(TEST_LABELS)
+    monkeypatch.setenv(fetch.MIRROR_ENV_VAR, one.base_url.replace("http://", "http://alice:s3cret@"))
+    folder = fetch.ensure_files(labels_spec(), tmp_path, progress=False)
+    assert folder_contents(folder) == [TEST_LABELS, TRAIN_LABELS]
+    login = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+    assert one.authorizations == [login] * 3  # both first requests, and the redirect on the same host
+    assert two.authorizations == [None]
+
+
+def test_a_slow_or_cut_transfer_says_so(server, tmp_path):
+    body = real(TEST_LABELS)
+    server["slow.gz"] = Trickle(body, chunk=200, interval=0.2)
+    server["cut.gz"] = Truncated(body[:1000], len(body))
+    with pytest.raises(DataError) as info:
+        fetch.download([server.url("slow.gz"), server.url("cut.gz")], tmp_path / TEST_LABELS,
+                       MNIST.sha256[TEST_LABELS], progress=False, min_rate=100_000, patience=0.5)
+    message = str(info.value)
+    assert "slow.gz: too slow (" in message and "cut.gz: transfer cut short (1000 of 4542 bytes)" in message
+    assert folder_contents(tmp_path) == []
+
+
+def test_a_destination_that_cannot_be_written_asks_no_mirror(server, tmp_path):
+    server[TEST_LABELS] = real(TEST_LABELS)
+    (tmp_path / "file").write_text("a file where the dataset folder goes")
+    with pytest.raises(DataError, match=r"file/mnist/t10k-labels-idx1-ubyte.gz: cannot write the download there"):
+        fetch.download([server.url(TEST_LABELS)], tmp_path / "file" / "mnist" / TEST_LABELS,
+                       MNIST.sha256[TEST_LABELS], progress=False)
+    assert server.requests == []
+
+
+def test_a_pipe_in_the_data_folder_is_refused_not_read(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    os.mkfifo(tmp_path / "mnist" / TEST_LABELS)  # reading it would block for ever
+    with pytest.raises(DataError, match="not a regular file"):
+        fetch.ensure_files(labels_spec(), tmp_path, offline=True, progress=False, names=(TEST_LABELS,))
+
+
+def test_mirror_entries_quoted_with_home_and_queries(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(fetch.MIRROR_ENV_VAR, f'"{tmp_path}/my mirror", ~/copies, https://h.example/d?token=1')
+    assert fetch.mirror_urls(labels_spec(), TEST_LABELS)[:3] == [
+        (tmp_path / "my mirror").as_uri() + "/mnist/" + TEST_LABELS,
+        (tmp_path / "copies").as_uri() + "/mnist/" + TEST_LABELS,
+        "https://h.example/d/mnist/" + TEST_LABELS + "?token=1"]
+    for bad in ("http://[::1/x", "ftp://h/x"):
+        monkeypatch.setenv(fetch.MIRROR_ENV_VAR, bad)
+        with pytest.raises(DataError, match=r"\$DIGITREC_MIRROR: "):
+            fetch.mirror_urls(labels_spec(), TEST_LABELS)
+
+
 def test_a_password_in_a_mirror_url_is_not_repeated(monkeypatch, tmp_path):
     monkeypatch.setenv(fetch.MIRROR_ENV_VAR, closed_port_url().replace("http://", "http://alice:s3cret@"))
     with pytest.raises(DataError) as info:
@@ -327,3 +387,29 @@ def test_verify_catches_a_file_changed_after_verification(tmp_path):
     path.write_bytes(corrupted(real(TEST_LABELS))[:-1])  # new size: must be hashed again
     with pytest.raises(DataError, match="checksum mismatch"):
         fetch.verify(path, MNIST.sha256[TEST_LABELS])
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_download_stopped_by_a_signal_leaves_nothing(server, tmp_path, sig):
+    """`timeout`, a closed terminal or Ctrl-C stop a download mid-file: its .part file and the dataset folder
+    it made go with it (SIGTERM and SIGHUP used to kill the process before any cleanup ran)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    server["mnist/" + TEST_IMAGES] = Trickle(real(TEST_IMAGES), chunk=20_000, interval=0.2)
+    env = dict(os.environ, DIGITREC_MIRROR=server.base_url, DIGITREC_PUBLIC_MIRRORS="off",
+               DIGITREC_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-m", "digitrec", "data", "show", "--split", "test", "--data-dir",
+                             str(tmp_path / "data"), "--out", str(tmp_path / "grid.png")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    folder, deadline = tmp_path / "data" / "mnist", time.monotonic() + 60
+    while not any(p.name.endswith(".part") for p in (folder.iterdir() if folder.exists() else [])):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, sig))
+    err = proc.communicate(timeout=30)[1]
+    assert proc.returncode in (128 + getattr(signal, sig), 130), (proc.returncode, err)
+    assert "Traceback" not in err
+    assert not (tmp_path / "data" / "mnist").exists() and not (tmp_path / "grid.png").exists()

@@ -6,7 +6,9 @@ and a non-zero exit: 2 for usage errors, 1 for everything else. Never a tracebac
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 
@@ -25,6 +27,20 @@ def data_app() -> None:
     """Inspect datasets (missing files are downloaded first, checksum-verified)."""
 
 
+def _exit_cleanly_on_termination() -> None:
+    """SIGTERM and SIGHUP (a closed terminal, `timeout`, a job scheduler) end the command through Python, as
+    Ctrl-C does, so the temporary file of an interrupted write is deleted rather than left beside its
+    target. (The server replaces these with its own graceful shutdown.)"""
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) == signal.SIG_DFL:
+            signal.signal(getattr(signal, name), leave)
+
+
 def main(argv: list[str] | None = None) -> int:
     import importlib
 
@@ -32,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                    "train_cmd"):
         importlib.import_module(f"digitrec.cli.{module}")  # each registers its commands on `app`
 
+    _exit_cleanly_on_termination()
     try:
         app.main(args=argv, prog_name="digitrec", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

@@ -45,7 +45,7 @@ def info(dataset, data_dir, offline, json_out) -> None:
 @options.dataset
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
 @click.option("--n", type=click.IntRange(1, 1024), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @options.data_dir
 @options.offline
 def show(out, dataset, split, n, seed, data_dir, offline) -> None:

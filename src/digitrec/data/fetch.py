@@ -13,6 +13,9 @@ import base64
 import hashlib
 import http.client
 import os
+import shlex
+import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,6 +34,7 @@ MIRROR_ENV_VAR = "DIGITREC_MIRROR"
 PUBLIC_ENV_VAR = "DIGITREC_PUBLIC_MIRRORS"
 _SWITCH = {"1": True, "on": True, "yes": True, "true": True, "0": False, "off": False, "no": False, "false": False}
 _CHUNK = 1 << 20
+MIN_RATE = 5_000  # bytes/s: a mirror slower than this on average after a minute is given up
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
@@ -47,13 +51,26 @@ def mirror_urls(spec: DatasetSpec, name: str) -> list[str]:
     drive is just a copy of one; then the registry's public mirrors, unless $DIGITREC_PUBLIC_MIRRORS=off.
     The checksum decides, never the source."""
     own = []
-    for base in os.environ.get(MIRROR_ENV_VAR, "").replace(",", " ").split():
+    try:  # quotes keep a folder with spaces in it whole
+        bases = shlex.split(os.environ.get(MIRROR_ENV_VAR, "").replace(",", " "))
+    except ValueError as exc:
+        raise DataError(f"${MIRROR_ENV_VAR}: cannot be split into mirrors ({exc})") from None
+    for base in bases:
         if "://" not in base:
+            base = os.path.expanduser(base)
             if not os.path.isabs(base):
                 raise DataError(f"${MIRROR_ENV_VAR}: {base!r} is not a URL; give http(s)://HOST/PATH or "
                                 "file:///ABSOLUTE/PATH (or an absolute folder path)")
             base = Path(base).as_uri()
-        own.append(f"{base.rstrip('/')}/{spec.name}/{name}")
+        try:
+            parts = urllib.parse.urlsplit(base)
+            parts.port  # noqa: B018  (raises on a malformed port)
+        except ValueError as exc:
+            raise DataError(f"${MIRROR_ENV_VAR}: {_shown(base, checked=False)!r} is not a valid URL ({exc})") from None
+        if parts.scheme not in ("http", "https", "file"):
+            raise DataError(f"${MIRROR_ENV_VAR}: {_shown(base)!r}: only http(s):// and file:// mirrors are read")
+        # the files go under the base's path, before any query string it carries
+        own.append(urllib.parse.urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{spec.name}/{name}")))
     setting = os.environ.get(PUBLIC_ENV_VAR, "on").strip().lower() or "on"
     if setting not in _SWITCH:
         raise DataError(f"${PUBLIC_ENV_VAR}: {setting!r} is neither on nor off")
@@ -65,12 +82,35 @@ def mirror_urls(spec: DatasetSpec, name: str) -> list[str]:
     return own + [mirror + name for mirror in spec.mirrors]
 
 
-def _shown(url: str) -> str:
+def _shown(url: str, checked: bool = True) -> str:
     """`url` as errors show it: a password in it (https://user:secret@host/) is not repeated."""
+    if not checked:  # not known to parse: hide whatever lies between '//' and the last '@'
+        head, sep, rest = url.partition("//")
+        return head + sep + ("***@" + rest.rsplit("@", 1)[1] if "@" in rest else rest)
     parts = urllib.parse.urlsplit(url)
     if "@" not in parts.netloc:
         return url
     return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+class _NoCredentialsElsewhere(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but a mirror's password goes only where the mirror's URL said: a redirect to
+    another scheme, host or port gets the request without its Authorization header."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 (urllib's signature)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            old, moved = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(new.full_url)
+            if (old.scheme, old.hostname, old.port) != (moved.scheme, moved.hostname, moved.port):
+                new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_NoCredentialsElsewhere)
+
+
+class _LocalWriteError(DataError):
+    """The download could not be written here: no other mirror would do better, so none is tried."""
 
 
 def _request(url: str) -> str | urllib.request.Request:
@@ -88,6 +128,8 @@ def _request(url: str) -> str | urllib.request.Request:
 
 
 def sha256_of(path: Path) -> str:
+    if not path.is_file():  # a pipe would block for ever, a folder cannot be hashed
+        raise DataError(f"{path}: not a regular file")
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):
@@ -114,25 +156,53 @@ def verify(path: Path, expected_sha256: str) -> None:
     _VERIFIED.add(key)
 
 
+def _writable_destination(dest: Path) -> None:
+    """Fail before any mirror is asked when the download could not be written (a file where the folder
+    goes, no permission): that is no mirror's fault, and every mirror would fail the same way."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise _LocalWriteError(f"{dest}: cannot write the download there ({exc.strerror or exc})") from None
+
+
 def download(urls: list[str], dest: Path, expected_sha256: str, timeout: float = 30.0,
-             progress: bool = True) -> None:
-    """Try each URL in turn until one yields a file with the right checksum; write it atomically."""
+             progress: bool = True, min_rate: float = MIN_RATE, patience: float = 60.0) -> None:
+    """Try each URL in turn until one yields a file with the right checksum; write it atomically. A
+    mirror is given up after `timeout` seconds without a byte, or when it sends under `min_rate`
+    bytes/s on average once `patience` seconds have passed (a trickle would otherwise take hours)."""
+    _writable_destination(dest)
     failures: list[str] = []
     for url in urls:
         try:
             with atomic_open(dest, "wb") as out:
                 digest = hashlib.sha256()
-                with urllib.request.urlopen(_request(url), timeout=timeout) as response:
+                with _OPENER.open(_request(url), timeout=timeout) as response:
                     total = int(response.headers.get("Content-Length") or 0) or None
+                    received, start = 0, time.monotonic()
                     with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
                               disable=not progress, leave=False) as bar:
-                        while chunk := response.read(_CHUNK):
+                        read = getattr(response, "read1", response.read)  # what has arrived, not a full MiB
+                        while chunk := read(_CHUNK):
                             digest.update(chunk)
-                            out.write(chunk)
+                            try:
+                                out.write(chunk)
+                            except OSError as exc:  # a full disk: ours, not the mirror's
+                                raise _LocalWriteError(f"{dest}: cannot write ({exc.strerror or exc})") from None
+                            received += len(chunk)
                             bar.update(len(chunk))
+                            elapsed = time.monotonic() - start
+                            if elapsed > patience and received < min_rate * elapsed:
+                                raise DataError(f"too slow ({received / elapsed / 1000:.1f} kB/s after "
+                                                f"{elapsed:.0f} s)")
+                if total is not None and received < total:
+                    raise DataError(f"transfer cut short ({received} of {total} bytes)")
                 if digest.hexdigest() != expected_sha256:
                     raise DataError("checksum mismatch")
             return
+        except _LocalWriteError:
+            raise
         except (urllib.error.URLError, OSError, http.client.HTTPException, DataError, ValueError) as exc:
             reason = " ".join(str(getattr(exc, "reason", None) or exc).split())  # one line, even for raw peers
             failures.append(f"{_shown(url)}: {reason or type(exc).__name__}")
@@ -152,17 +222,19 @@ def ensure_files(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, o
                     f"{path}: missing and --offline is set; put the {spec.name} .gz files in {folder} "
                     f"or point --data-dir / ${ENV_VAR} at a folder holding {spec.name}/"
                 )
-            urls = mirror_urls(spec, name)
             fresh = not folder.exists()
             try:
-                download(urls, path, spec.sha256[name], progress=progress)
+                download(mirror_urls(spec, name), path, spec.sha256[name], progress=progress)
+            except _LocalWriteError:
+                raise
             except DataError as exc:
-                if fresh and folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()  # a failed first download leaves no empty dataset folder behind
                 raise DataError(
                     f"{exc}. Without network, put the {spec.name} .gz files in {folder}, "
                     f"point --data-dir / ${ENV_VAR} at a folder holding {spec.name}/, "
                     f"or ${MIRROR_ENV_VAR} at a server or file:// folder holding {spec.name}/"
                 ) from None
+            finally:  # a failed or interrupted first download leaves no empty dataset folder behind
+                if fresh and folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
         verify(path, spec.sha256[name])
     return folder
