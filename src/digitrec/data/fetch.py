@@ -131,9 +131,12 @@ def sha256_of(path: Path) -> str:
     if not path.is_file():  # a pipe would block for ever, a folder cannot be hashed
         raise DataError(f"{path}: not a regular file")
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    except OSError as exc:  # no permission, an I/O error: one line through the API too, not a raw OSError
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return digest.hexdigest()
 
 
