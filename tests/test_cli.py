@@ -305,3 +305,13 @@ def test_distillation_follows_the_teacher(mlp_run, tmp_path):
     with torch.no_grad():
         logits = student(torch.from_numpy(test.images[:2000]).float().div(255).unsqueeze(1))
     assert (logits.argmax(1).numpy() == (test.labels[:2000] + 1) % 10).mean() > 0.85
+
+
+def test_an_ensemble_card_away_from_its_members_names_the_member(tmp_path):
+    import shutil
+
+    from digitrec import checkpoint
+
+    shutil.copy(checkpoint.bundled_dir() / "ensemble.json", tmp_path / "ensemble.json")
+    assert_one_line_error(run_cli("evaluate", "--checkpoint", str(tmp_path / "ensemble.json")),
+                          "ensemble member 'best'", "best.json: cannot read", code=1)

@@ -149,6 +149,8 @@ def test_api_usage_errors_are_usage_errors(rec, test_set):
         rec.predict_array(test_set.images[:2].astype(np.float32))
     with pytest.raises(ImageError, match="NaN"):
         rec.predict_array(np.full((28, 28), np.nan, np.float32))
+    with pytest.raises(UsageError, match="top_k takes 1 to 10 digits, not -1"):
+        rec.predict_array(test_set.images[:1])[0].top_k(-1)
     floats = rec.predict_array(test_set.images[:5].astype(np.float32) / 255)
     assert [p.digit for p in floats] == [p.digit for p in rec.predict_array(test_set.images[:5])]
 

@@ -152,6 +152,7 @@ def _load_single(card_path: Path, card: dict[str, Any]) -> nn.Module:
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        first = first if len(first) <= 160 else first[:160] + "..."  # it can list every key of the model
         raise CheckpointError(f"{weights}: weights do not match model {name!r} ({first})") from None
     return model.eval()
 
@@ -168,7 +169,12 @@ def ensemble_of(members: list[str], folder: Path) -> Ensemble:
     """The ensemble an ensemble card describes: its members' cards are `folder`/MEMBER.json, each bringing
     the temperature fitted on its own validation split."""
     paths = [folder / f"{m}.json" for m in members]
-    cards = [read_card(p) for p in paths]
+    cards = []
+    for member, path in zip(members, paths, strict=True):
+        try:
+            cards.append(read_card(path))
+        except CheckpointError as exc:  # an ensemble card copied away from its members, most often
+            raise CheckpointError(f"ensemble member {member!r}: {exc}") from None
     models = [_load_single(p, c) for p, c in zip(paths, cards, strict=True)]
     return Ensemble(models, [float(c.get("temperature", 1.0)) for c in cards]).eval()
 

@@ -62,6 +62,9 @@ class Prediction:
                 f"box={self.box})")
 
     def top_k(self, k: int) -> list[tuple[int, float]]:
+        """The `k` most likely digits (1 to 10), best first, with their probabilities."""
+        if not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self.probabilities):
+            raise UsageError(f"top_k takes 1 to {len(self.probabilities)} digits, not {k!r}")
         order = np.argsort(-self.probabilities)[:k]
         return [(int(d), float(self.probabilities[d])) for d in order]
 
