@@ -38,7 +38,7 @@ MIN_RATE = 5_000  # bytes/s: a mirror slower than this on average after a minute
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
-    if data_dir is not None:
+    if data_dir is not None and str(data_dir) != "":  # an empty --data-dir, like an empty $DIGITREC_DATA, is unset
         return Path(data_dir).expanduser()
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR]).expanduser()
