@@ -117,6 +117,10 @@ def test_data_info_and_show(tmp_path):
     (["train", "--dataset", "fashion-mnist", "--teacher", "best", "--epochs", "0.01"],
      ["--teacher best", "trained on 'mnist', not 'fashion-mnist'"], 2),
     (["train", "--device", "tpu"], ["--device"], 2),
+    (["train", "--epochs", "nan"], ["--epochs", "'nan' is not a number"], 2),
+    (["train", "--epochs", "inf"], ["--epochs"], 2),
+    (["train", "--seed", "100000000000000000"], ["--seed"], 2),
+    (["train", "--lr", "inf"], ["--lr"], 2),
     (["evaluate", "--checkpoint", "/nonexistent/model.json"], ["/nonexistent/model", "no such checkpoint"], 1),
     (["evaluate", "--checkpoint", "README.md"], ["README.md: not a checkpoint", "model card .json"], 1),
     (["evaluate", "--checkpoint", "src/digitrec/weights/__init__.py"], ["__init__.py: not a checkpoint"], 1),
@@ -315,3 +319,18 @@ def test_an_ensemble_card_away_from_its_members_names_the_member(tmp_path):
     shutil.copy(checkpoint.bundled_dir() / "ensemble.json", tmp_path / "ensemble.json")
     assert_one_line_error(run_cli("evaluate", "--checkpoint", str(tmp_path / "ensemble.json")),
                           "ensemble member 'best'", "best.json: cannot read", code=1)
+
+
+def test_out_patterns_and_folders_are_checked_before_any_member_trains(tmp_path, mlp_run, monkeypatch):
+    for out, fragment in [("{foo}", "only {model}, {dataset} and {seed} are filled in"), ("{", "literal brace"),
+                          ("", "give a folder")]:
+        assert_one_line_error(run_cli("train", "--model", "mlp", "--out", out), "--out", fragment, code=2)
+    (tmp_path / "ens_1").write_text("a file where member 1's folder goes")
+    proc = run_cli("train", "--model", "mlp", "--epochs", "0.05", "--ensemble", "2",
+                   "--out", str(tmp_path / "ens_{seed}"))
+    assert_one_line_error(proc, f"--out {tmp_path / 'ens_1'}", "exists and is not a folder", code=2)
+    assert not (tmp_path / "ens_0").exists()  # refused before member 0 trained
+    proc = run_cli("train", "--model", "mlp", "--ensemble", "2", env=dict(os.environ, WORLD_SIZE="2"))
+    assert_one_line_error(proc, "--ensemble", "under torchrun", code=2)
+    proc = run_cli("train-reader", "--steps", "1", "--trunk", mlp_run["checkpoint"], "--out", str(tmp_path / "r"))
+    assert_one_line_error(proc, "--trunk", "a 'mlp' model; the trunk must be a 'best' model", code=2)

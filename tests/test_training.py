@@ -381,3 +381,12 @@ def test_train_val_split_tail_is_recorded(tmp_path):
     assert card["val"] == 2000 and card["val_split"] == "tail"
     assert_one_line_error(run_cli("train", "--val-split", "middle", "--out", str(tmp_path / "x")), "--val-split",
                           code=2)
+
+
+def test_a_resumed_run_is_the_same_run_down_to_the_extra_digits_content(tmp_path):
+    """The extra digits count by content: a file replaced under the same name between epochs is other data."""
+    from digitrec.training import TrainConfig, _run_identity
+
+    config = TrainConfig(model="mlp", extra_digits=str(tmp_path / "digits.npz"))
+    assert _run_identity(config, {}, "aaa") != _run_identity(config, {}, "bbb")
+    assert _run_identity(config, {}, "aaa") == _run_identity(config, {}, "aaa")

@@ -268,13 +268,19 @@ def _print(msg: str) -> None:
 def load_trunk(trunk: str) -> checkpoint.Checkpoint:
     """The digit model `--trunk` names: a bundled name (`best`), or a card or its folder. Raises
     CheckpointError when it cannot be read, UsageError for an ensemble (it has no single trunk)."""
-    named = os.sep not in trunk and "/" not in trunk and not trunk.endswith(".json")
-    try:
-        loaded = checkpoint.bundled(trunk) if named else checkpoint.load(trunk)
+    bundled_name = (os.sep not in trunk and "/" not in trunk and not Path(trunk).suffix
+                    and (checkpoint.bundled_dir() / f"{trunk}.json").exists())
+    try:  # a bundled name, else a path (a run folder, a card, its .safetensors)
+        loaded = checkpoint.bundled(trunk) if bundled_name else checkpoint.load(trunk)
     except UsageError as exc:  # a card of another kind (a reader's): name the option
         raise UsageError(f"--trunk {trunk}: not a digit model ({exc})") from None
     if "members" in loaded.card:
         raise UsageError(f"--trunk {trunk}: an ensemble has no single trunk; name one network")
+    if loaded.card.get("model") != "best":  # the reader runs best's convolutions along the line
+        raise UsageError(f"--trunk {trunk}: a {loaded.card.get('model')!r} model; the trunk must be a 'best' model")
+    if loaded.card.get("dataset", "mnist") != "mnist":
+        raise UsageError(f"--trunk {trunk}: trained on {loaded.card.get('dataset')!r}; a digit reader needs an "
+                         "MNIST model")
     return loaded
 
 

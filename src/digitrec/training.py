@@ -354,7 +354,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     history: list[dict[str, float]] = []
     start_epoch, elapsed_before, step = 0, 0.0, 0
     resume_path = out_stem.parent / "resume.pt"
-    run = _run_identity(config, recipe)
+    run = _run_identity(config, recipe, extra_info["sha256"] if extra_info else "")
     if config.resume and resume_path.exists():
         state = _load_resume(resume_path, device, run)
         try:  # a state from before runs were recorded in it can still belong to another model
@@ -527,12 +527,14 @@ def end_distributed(code: int = 0) -> None:
         os._exit(code)
 
 
-def _run_identity(config: TrainConfig, recipe: dict[str, Any]) -> str:
+def _run_identity(config: TrainConfig, recipe: dict[str, Any], extra_sha256: str = "") -> str:
     """What makes a run this run (model, data, split, recipe), as JSON: a resumed run must match it, or its
-    weights would not fit, or images it trained on would turn up in validation."""
+    weights would not fit, or images it trained on would turn up in validation. The extra digits count by
+    their content, not their file name: a file replaced between the epochs would change the data."""
     return json.dumps(dict(model=config.model, arch=config.model_kwargs, dataset=config.dataset, seed=config.seed,
                            val=config.val, val_split=config.val_split, teacher=config.teacher,
-                           extra_digits=str(config.extra_digits or ""), recipe=recipe), sort_keys=True, default=str)
+                           extra_digits=str(config.extra_digits or ""), extra_digits_sha256=extra_sha256,
+                           recipe=recipe), sort_keys=True, default=str)
 
 
 def _load_resume(path: Path, device: torch.device, run: str) -> dict[str, Any]:
@@ -542,9 +544,13 @@ def _load_resume(path: Path, device: torch.device, run: str) -> dict[str, Any]:
     except Exception as exc:  # a truncated or foreign file: torch raises several kinds
         raise CheckpointError(f"--resume: {path} cannot be read ({type(exc).__name__}); delete it to start "
                               "afresh") from None
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise CheckpointError(f"--resume: {path} is not a digitrec training state; delete it to start afresh")
     saved = json.loads(state.get("run", "null") or "null")
-    if saved is not None and saved != json.loads(run):
-        now = json.loads(run)
+    now = json.loads(run)
+    if saved is not None:
+        saved.setdefault("extra_digits_sha256", now["extra_digits_sha256"])  # states from before it was recorded
+    if saved is not None and saved != now:
         changed = sorted(k for k in now if k != "recipe" and saved.get(k) != now.get(k))
         changed += sorted(k for k in now["recipe"] if (saved.get("recipe") or {}).get(k) != now["recipe"][k])
         raise UsageError(f"--resume: {path} is from a run with other options ({', '.join(changed)}); give the "

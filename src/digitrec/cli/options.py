@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import click
 
@@ -16,6 +17,16 @@ json_out = click.option("--json", "json_out", is_flag=True, help="Print one JSON
 device = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
                       show_default=True)
 dataset = click.option("--dataset", default="mnist", show_default=True, help="mnist or fashion-mnist")
+
+
+class FiniteRange(click.FloatRange):
+    """click's FloatRange, which lets NaN through (every comparison with it is false), without it."""
+
+    def convert(self, value, param, ctx):  # noqa: ANN001 (click's signature)
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
 
 
 def model_choice(default: str = "distilled"):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 
 import click
 import numpy as np
 
+from digitrec.atomic import writable_folder
 from digitrec.cli import app, options
 from digitrec.errors import UsageError
 
@@ -31,11 +33,11 @@ def _parse_arch(text: str | None) -> dict[str, int | float]:
 @app.command()
 @click.option("--model", default="mlp", show_default=True, help="mlp (the seed), fast, or best")
 @options.dataset
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--epochs", type=options.FiniteRange(min=0, max=100_000, min_open=True), default=None,
               help="Default: the model's recipe. A fraction (e.g. 0.8) stops the last epoch early.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--lr", type=options.FiniteRange(min=0, max=100, min_open=True), default=None)
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
 @click.option("--val", type=click.IntRange(min=0), default=0, show_default=True,
               help="Hold out N training images for validation (and temperature calibration).")
 @click.option("--val-split", type=click.Choice(["random", "tail"]), default="random", show_default=True,
@@ -52,8 +54,9 @@ def _parse_arch(text: str | None) -> dict[str, int | float]:
 @click.option("--extra-digits", type=click.Path(dir_okay=False), default=None,
               help="Train on these labelled 28x28 digits too: an .npz with 'images' (uint8 [N, 28, 28], ink "
                    "bright) and 'labels', e.g. from `python tools/handwriting_fonts.py digits`.")
-@click.option("--distill", type=float, default=None, help="With --teacher: weight of the soft labels (0.5).")
-@click.option("--distill-temperature", type=float, default=None,
+@click.option("--distill", type=options.FiniteRange(-1e9, 1e9), default=None,
+              help="With --teacher: weight of the soft labels (0.5).")
+@click.option("--distill-temperature", type=options.FiniteRange(0, 1000, min_open=True), default=None,
               help="With --teacher: softening temperature of both outputs (4.0).")
 @options.device
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
@@ -78,10 +81,23 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
                      distill=distill, distill_temperature=distill_temperature)
     model_kwargs = _parse_arch(arch)
     command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
+    if ensemble > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("--ensemble trains its members one after another in one process; under torchrun, "
+                         "train each member with its own --seed instead")
+    member_outs = [out if ensemble == 1 or "{seed}" in out else f"{out}/seed{seed + k}" for k in range(ensemble)]
+    for k, member_out in enumerate(member_outs):  # every member's folder checked before any work
+        try:
+            folder = member_out.format(model=model, dataset=dataset, seed=seed + k)
+        except (KeyError, ValueError, IndexError) as exc:
+            raise UsageError(f"--out {out!r}: only {{model}}, {{dataset}} and {{seed}} are filled in; write a "
+                             f"literal brace as {{{{ or }}}} ({type(exc).__name__}: {exc})") from None
+        if not folder.strip():
+            raise UsageError("--out: give a folder (an empty name would write into the current one)")
+        writable_folder(folder)
     results = []
     for k in range(ensemble):
         # Members must not overwrite each other: a fixed --out gets one sub-folder per seed.
-        member_out = out if ensemble == 1 or "{seed}" in out else f"{out}/seed{seed + k}"
+        member_out = member_outs[k]
         member_log = f"{tensorboard}/seed{seed + k}" if tensorboard and ensemble > 1 else tensorboard  # runs apart
         config = TrainConfig(model=model, dataset=dataset, seed=seed + k, val=val, val_split=val_split, device=device,
                              out=member_out, data_dir=data_dir, offline=offline,
