@@ -390,3 +390,24 @@ def test_a_resumed_run_is_the_same_run_down_to_the_extra_digits_content(tmp_path
     config = TrainConfig(model="mlp", extra_digits=str(tmp_path / "digits.npz"))
     assert _run_identity(config, {}, "aaa") != _run_identity(config, {}, "bbb")
     assert _run_identity(config, {}, "aaa") == _run_identity(config, {}, "aaa")
+
+
+def test_an_ensemble_interrupted_in_a_later_member_resumes(tmp_path):
+    out = tmp_path / "ens"
+    args = ["train", "--model", "mlp", "--epochs", "1.95", "--batch-size", "512", "--ensemble", "2", "--no-progress",
+            "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "digitrec", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "seed1" / "resume.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert (out / "seed0" / "model.json").exists() and (out / "seed1" / "resume.pt").exists()
+    finished = (out / "seed0" / "model.json").read_bytes()
+    resumed = run_cli(*args, "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "member seed 0 already finished" in resumed.stdout and "resumed from" in resumed.stdout
+    assert (out / "seed0" / "model.json").read_bytes() == finished  # kept, not trained again
+    result = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert result["members"] == 2 and Path(result["checkpoint"]).exists()

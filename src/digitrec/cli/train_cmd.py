@@ -105,6 +105,15 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
                              command=command, overrides=overrides, cuda_graphs=cuda_graphs,
                              model_kwargs=model_kwargs, teacher=teacher,
                              extra_digits=extra_digits)
+        folder = out_folder(config)
+        if resume and ensemble > 1 and (folder / "model.json").exists() and not (folder / "resume.pt").exists():
+            # an ensemble resumed after a later member was interrupted: this member is done, keep it
+            card = json.loads((folder / "model.json").read_text())
+            results.append(dict(model=model, dataset=dataset, seed=seed + k, steps=card.get("steps"),
+                                test_accuracy=card["metrics"]["test_accuracy"], test_loss=card["metrics"]["test_loss"],
+                                train_seconds=card.get("train_seconds"), checkpoint=str(folder / "model.json")))
+            print(f"member seed {seed + k} already finished -> {folder / 'model.json'}")
+            continue
         try:
             result = run_training(config)
         except KeyboardInterrupt:
