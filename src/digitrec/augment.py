@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from digitrec.errors import UsageError
+
 # Names accepted in an `augment` dict, with what a value means.
 AUGMENTATIONS = {
     "rotate": "max rotation in degrees",
@@ -32,6 +34,17 @@ AUGMENTATIONS = {
 AUGMENT_RANGES = {"rotate": (0.0, 180.0), "scale": (0.0, 0.9), "shear": (0.0, 1.0), "translate": (0.0, 0.5),
                   "elastic": (0.0, 10.0), "stroke": (0.0, 1.0), "ink": (0.0, 1.0), "flag": (0.0, 1.0),
                   "blur": (0.0, 1.0), "noise": (0.0, 1.0), "hflip": (0.0, 1.0)}
+
+
+def check_ranges(spec: dict[str, float], option: str = "--augment") -> None:
+    """UsageError, naming `option`, for a strength outside its range (NaN included): a rotate=999 or scale=5
+    would draw nonsense digits, or fail deep inside the sampling."""
+    for name, value in spec.items():
+        if name not in AUGMENT_RANGES:
+            continue  # unknown names are the caller's to report, with its own list
+        low, high = AUGMENT_RANGES[name]
+        if not low <= float(value) <= high:  # NaN fails both comparisons
+            raise UsageError(f"{option} {name}={float(value):g}: must be {low:g} to {high:g} ({AUGMENTATIONS[name]})")
 
 
 def random_affine(x: torch.Tensor, generator: torch.Generator | None, rotate: float = 0.0,

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from digitrec import checkpoint
 from digitrec.atomic import atomic_open, writable_folder
-from digitrec.augment import AUGMENT_RANGES, AUGMENTATIONS, augment_batch
+from digitrec.augment import AUGMENTATIONS, augment_batch, check_ranges
 from digitrec.data import Dataset, load_dataset
 from digitrec.data.extra import load_extra_digits
 from digitrec.errors import CheckpointError, DigitrecError, UsageError
@@ -74,11 +74,9 @@ def resolve_recipe(config: TrainConfig) -> dict[str, Any]:
     if unknown:
         raise UsageError(f"unknown augmentation(s): {', '.join(sorted(unknown))}; "
                          f"choose from: {', '.join(AUGMENTATIONS)}")
-    for name, value in (recipe.get("augment") or {}).items():
-        low, high = AUGMENT_RANGES[name]
-        if not low <= float(value) <= high:
-            raise UsageError(f"--augment {name}={float(value):g}: must be {low:g} to {high:g} "
-                             f"({AUGMENTATIONS[name]})")
+    check_ranges(recipe.get("augment") or {})
+    if config.extra_digits and config.dataset != "mnist":  # its labels are digits, not this dataset's classes
+        raise UsageError(f"--extra-digits: handwritten digits are extra data for mnist, not {config.dataset}")
     digits = config.dataset == "mnist"
     for name, wrong in (("hflip", digits), ("flag", not digits)):
         if wrong and float((recipe.get("augment") or {}).get(name, 0)) > 0:

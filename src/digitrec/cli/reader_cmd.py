@@ -52,6 +52,7 @@ from digitrec.errors import UsageError
 def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, init, digit_augment, digit_copies,
                  extra_digits, held_out, held_out_split, trunk, tune_trunk, threads, data_dir, out, json_out) -> None:
     """Train the multi-digit row reader on composed rows; write OUT/reader.safetensors + reader.json."""
+    from digitrec.augment import check_ranges
     from digitrec.reader import Reader
     from digitrec.reader_training import DIGIT_AUGMENTATIONS, ReaderConfig, load_trunk
     from digitrec.reader_training import train_reader as run
@@ -78,6 +79,7 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
     if unknown:
         raise UsageError(f"--digit-augment: unknown name(s) {', '.join(unknown)}; known: "
                          + ", ".join(DIGIT_AUGMENTATIONS))
+    check_ranges(spec, "--digit-augment")
     if digit_copies > 1 and not spec:
         raise UsageError("--digit-copies needs --digit-augment (copies of undistorted digits add nothing)")
     given = dict(steps=steps, rows=rows, val_rows=val_rows, batch=batch_size, lr=lr, width=width, hidden=hidden)
