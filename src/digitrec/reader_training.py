@@ -269,7 +269,7 @@ def load_trunk(trunk: str) -> checkpoint.Checkpoint:
     """The digit model `--trunk` names: a bundled name (`best`), or a card or its folder. Raises
     CheckpointError when it cannot be read, UsageError for an ensemble (it has no single trunk)."""
     bundled_name = (os.sep not in trunk and "/" not in trunk and not Path(trunk).suffix
-                    and (checkpoint.bundled_dir() / f"{trunk}.json").exists())
+                    and not Path(trunk).exists())  # a bare name, unless a run folder of that name is here
     try:  # a bundled name, else a path (a run folder, a card, its .safetensors)
         loaded = checkpoint.bundled(trunk) if bundled_name else checkpoint.load(trunk)
     except UsageError as exc:  # a card of another kind (a reader's): name the option
