@@ -146,8 +146,8 @@ def _open(source: str | os.PathLike | bytes | bytearray | memoryview) -> Image.I
         path = Path(source)
         try:
             size = path.stat().st_size
-        except OSError as e:
-            raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
+        except (OSError, ValueError) as e:  # ValueError: a NUL character in a Path
+            raise ImageError(f"{name}: cannot read ({getattr(e, 'strerror', None) or e})") from None
         if path.is_dir():
             raise ImageError(f"{name}: is a directory, not an image")
         if size == 0:
