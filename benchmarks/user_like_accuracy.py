@@ -21,16 +21,15 @@ import argparse
 import collections
 import json
 import time
-from pathlib import Path
 
 import numpy as np
-from _cli import model_identity  # benchmarks/ is on sys.path here
+from _cli import model_identity, run  # benchmarks/ is on sys.path here
 from held_out import MIN_POOL, digit_model_held_out, held_out_pool
 
 from digitrec import Recognizer, checkpoint
 from digitrec.atomic import atomic_open
 from digitrec.data import load_dataset
-from digitrec.errors import DigitrecError, UsageError
+from digitrec.errors import UsageError
 from digitrec.reader import Reader
 from digitrec.synth import compose_number, user_like_set
 
@@ -77,6 +76,7 @@ def main() -> None:
     preds = rec.predict_many([data for data, _, _ in items], errors="return")
     seconds = time.perf_counter() - t0
     correct = np.array([getattr(p, "digit", None) == label for p, (_, label, _) in zip(preds, items, strict=True)])
+    singles_flagged = sum(bool(getattr(p, "several_digits", False)) for p in preds)  # one digit taken for several
     per_style: dict[str, list[bool]] = collections.defaultdict(list)
     for ok, (_, _, style) in zip(correct, items, strict=True):
         for part in style.split(":")[0].split("+"):
@@ -86,7 +86,7 @@ def main() -> None:
     alone_wrong = np.array([p.digit for p in rec.predict_array(row_images)]) != row_labels
     rng = np.random.default_rng(args.seed + 1)
     strings_ok, digits_ok, digits_total, number_seconds = 0, 0, 0, 0.0
-    hard_rows, hard_rows_misread = 0, 0
+    hard_rows, hard_rows_misread, rows_flagged = 0, 0, 0
     causes: collections.Counter[str] = collections.Counter()  # why a row was misread
     for _ in range(args.numbers):
         image, text, boxes, picks = compose_number(row_images, row_labels, rng,
@@ -95,6 +95,7 @@ def main() -> None:
         t0 = time.perf_counter()
         read = rec.read_number(image, method=args.method).text
         number_seconds += time.perf_counter() - t0
+        rows_flagged += rec.predict(image).several_digits  # the row given to the one-digit reader: flagged?
         strings_ok += read == text
         digits_ok += sum(a == b for a, b in zip(read, text, strict=False)) if len(read) == len(text) else 0
         digits_total += len(text)
@@ -108,7 +109,8 @@ def main() -> None:
 
     result = dict(**model_identity(rec), digits=args.digits, added_effects=args.add_effect, method=args.method,
                   n=args.n, seed=args.seed,
-                  accuracy=float(correct.mean()),
+                  accuracy=float(correct.mean()), singles_flagged_several_digits=singles_flagged,
+                  rows_flagged_several_digits=rows_flagged,
                   images_per_second=args.n / seconds,
                   per_style={k: dict(n=len(v), accuracy=float(np.mean(v))) for k, v in sorted(per_style.items())},
                   numbers=args.numbers, number_accuracy=strings_ok / max(args.numbers, 1),
@@ -119,11 +121,13 @@ def main() -> None:
                   other_rows_misread=args.numbers - strings_ok - hard_rows_misread)
     print(f"model: {rec.name}; digits: {'MNIST test' if args.digits == 'test' else 'held-out training'}")
     added = "".join(f" +{e}" for e in args.add_effect)
-    print(f"user-like single digits{added}: {100 * result['accuracy']:.2f} % of {args.n} (seed {args.seed})")
+    print(f"user-like single digits{added}: {100 * result['accuracy']:.2f} % of {args.n} (seed {args.seed}); "
+          f"flagged several_digits: {singles_flagged}")
     if args.numbers:  # --numbers 0: single digits only
         print(f"composed numbers (4-10 digits, --multi): {100 * result['number_accuracy']:.2f} % whole-string "
               f"of {args.numbers}")
-        print(f"  read_number method: {args.method}")
+        print(f"  read_number method: {args.method}; rows flagged several_digits when read as one digit: "
+              f"{rows_flagged} of {args.numbers}")
         print(f"  per digit (a row read with the wrong count counts all its digits wrong): "
               f"{100 * result['number_digit_accuracy']:.2f} %, {result['numbers_per_second']:.1f} numbers/s")
         for cause, n in causes.most_common():
@@ -140,7 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DigitrecError as exc:  # a bad --reader/--checkpoint or data folder: one line, exit 1
-        raise SystemExit(f"{Path(__file__).name}: error: {exc}") from None
+    run(main)  # a bad --reader/--checkpoint or data folder: one line, exit 1 or 2
