@@ -1280,18 +1280,22 @@ def _with_margin(source: ImageSource, ink: InkMap, keep: np.ndarray | None) -> t
     return padded, main_cluster(padded)
 
 
-def several_digits(ink: InkMap, keep: np.ndarray) -> bool:
-    """Whether the image looks like several digits: ink clusters left out of the digit that look like digits
-    themselves (a third of its ink, half its height), or a "digit" over twice as wide as tall (digits
-    written close together join into one cluster). A one-digit reader given "13579" reads one of them,
-    confidently; this lets it say so."""
+def digit_ink_left_out(ink: InkMap, keep: np.ndarray, digit_mass: float) -> bool:
+    """Whether components outside `keep` look like digits themselves: a third of `digit_mass` of ink, and
+    half the kept ink's height or more (specks, dots and stray lines stay below one or the other)."""
     kept = np.zeros(ink.count + 1, dtype=bool)
     kept[keep] = True
-    boxes = ink.boxes
-    width = boxes[keep, 2].max() - boxes[keep, 0].min()
-    height = boxes[keep, 3].max() - boxes[keep, 1].min()
-    rivals = ~kept & (ink.mass >= ink.mass[keep].sum() / 3) & (boxes[:, 3] - boxes[:, 1] >= 0.5 * height)
-    return bool(rivals.any() or width > 2 * height)
+    height = ink.boxes[keep, 3].max() - ink.boxes[keep, 1].min()
+    return bool((~kept & (ink.mass >= digit_mass / 3) & (ink.boxes[:, 3] - ink.boxes[:, 1] >= 0.5 * height)).any())
+
+
+def several_digits(ink: InkMap, keep: np.ndarray) -> bool:
+    """Whether the image looks like several digits: other digit-like ink left out of the digit, or a "digit"
+    over twice as wide as tall (digits written close together join into one cluster). A one-digit reader
+    given "13579" reads one of them, confidently; this lets it say so."""
+    width = ink.boxes[keep, 2].max() - ink.boxes[keep, 0].min()
+    height = ink.boxes[keep, 3].max() - ink.boxes[keep, 1].min()
+    return digit_ink_left_out(ink, keep, float(ink.mass[keep].sum())) or bool(width > 2 * height)
 
 
 def main_cluster(ink: InkMap) -> np.ndarray:

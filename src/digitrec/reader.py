@@ -28,7 +28,16 @@ from torch import nn
 
 from digitrec import checkpoint
 from digitrec.errors import CheckpointError, UsageError
-from digitrec.preprocess import ImageSource, InkMap, _resize, crop_soft, ink_map, normalise, source_box
+from digitrec.preprocess import (
+    ImageSource,
+    InkMap,
+    _resize,
+    crop_soft,
+    digit_ink_left_out,
+    ink_map,
+    normalise,
+    source_box,
+)
 from digitrec.segment import _SEGMENT_SIDE, _groups
 
 __all__ = ["BLANK", "CRNN", "LINE_HEIGHT", "MULTIPLE", "Line", "Reader", "ReadDigit", "TrunkReader", "build_reader",
@@ -75,12 +84,8 @@ def line_image(source: ImageSource) -> Line | None:
     soft, box = crop_soft(ink, keep)
     if soft.size == 0:
         return None
-    kept = np.zeros(ink.count + 1, dtype=bool)
-    kept[keep] = True
-    heights = ink.boxes[:, 3] - ink.boxes[:, 1]
-    # as tall as half the line, and a third of the ink of an average kept component
-    left_out = bool((~kept & (heights >= 0.5 * (box[3] - box[1]))
-                     & (ink.mass >= ink.mass[keep].sum() / max(1, len(keep)) / 3)).any())
+    # a digit's worth of ink: the average kept component's
+    left_out = digit_ink_left_out(ink, keep, float(ink.mass[keep].sum()) / max(1, len(keep)))
     scale = INK_HEIGHT / soft.shape[0]
     width = max(1, round(soft.shape[1] * scale))
     line = np.zeros((LINE_HEIGHT, width + 2 * PAD), dtype=np.float32)

@@ -32,7 +32,7 @@ from digitrec import __version__, plots
 from digitrec import checkpoint as ckpt
 from digitrec.atomic import atomic_write_text, writable_folder
 from digitrec.data import Dataset, get_spec, load_dataset
-from digitrec.errors import CheckpointError, UsageError
+from digitrec.errors import CheckpointError
 from digitrec.inference import pick_device, predict_logits
 from digitrec.metrics import (
     expected_calibration_error,
@@ -174,9 +174,7 @@ def build_report(out: str | os.PathLike, checkpoint: str | os.PathLike | None = 
             name = dataset or loaded.card.get("dataset", "mnist")
             ckpt.warn_if_other_dataset(loaded, name)
             spec = get_spec(name)
-            dev = pick_device(device)
-            if dev.type == "cuda" and not torch.cuda.is_available():
-                raise UsageError("--device cuda: no CUDA GPU is available")
+            dev = pick_device(device)  # a device that is not there is a UsageError
             train = load_dataset(name, "train", data_dir, offline, progress)
             test = load_dataset(name, "test", data_dir, offline, progress)
             out_dir = writable_folder(out)  # after the data: a missing dataset leaves no empty folder

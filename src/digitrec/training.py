@@ -265,9 +265,7 @@ def out_folder(config: TrainConfig) -> Path:
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train, evaluate on the test set, save a checkpoint; return the result record."""
     recipe = resolve_recipe(config)
-    device = pick_device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is available")
+    device = pick_device(config.device)  # a device that is not there is a UsageError
     setup_distributed(device)
     rank, world = _dist_info()
     if device.type == "cuda" and world > 1:
