@@ -58,7 +58,7 @@ class Prepared:
     has_ink: bool
     box: tuple[int, int, int, int] | None
     # the image looks like several digits (a row given to a one-digit reader): other digit-sized ink left
-    # out, or a digit over twice as wide as tall (1 in 1,000 single user-like digits; nearly every row)
+    # out, or a digit over twice as wide as tall (see `several_digits`)
     several_digits: bool = False
 
 

@@ -54,7 +54,7 @@ def _parse_arch(text: str | None) -> dict[str, int | float]:
 @click.option("--extra-digits", type=click.Path(dir_okay=False), default=None,
               help="Train on these labelled 28x28 digits too: an .npz with 'images' (uint8 [N, 28, 28], ink "
                    "bright) and 'labels', e.g. from `python tools/handwriting_fonts.py digits`.")
-@click.option("--distill", type=options.FiniteRange(-1e9, 1e9), default=None,
+@click.option("--distill", type=options.FiniteRange(), default=None,
               help="With --teacher: weight of the soft labels (0.5).")
 @click.option("--distill-temperature", type=options.FiniteRange(0, 1000, min_open=True), default=None,
               help="With --teacher: softening temperature of both outputs (4.0).")
@@ -84,27 +84,28 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
     if ensemble > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("--ensemble trains its members one after another in one process; under torchrun, "
                          "train each member with its own --seed instead")
-    member_outs = [out if ensemble == 1 or "{seed}" in out else f"{out}/seed{seed + k}" for k in range(ensemble)]
-    for k, member_out in enumerate(member_outs):  # every member's folder checked before any work
+    configs = []
+    for k in range(ensemble):
+        # Members must not overwrite each other: a fixed --out gets one sub-folder per seed.
+        member_out = out if ensemble == 1 or "{seed}" in out else f"{out}/seed{seed + k}"
+        member_log = f"{tensorboard}/seed{seed + k}" if tensorboard and ensemble > 1 else tensorboard  # runs apart
+        configs.append(TrainConfig(model=model, dataset=dataset, seed=seed + k, val=val, val_split=val_split,
+                                   device=device, out=member_out, data_dir=data_dir, offline=offline,
+                                   resume=resume, threads=threads, tta=tta, progress=progress,
+                                   tensorboard=member_log, command=command, overrides=overrides,
+                                   cuda_graphs=cuda_graphs, model_kwargs=model_kwargs, teacher=teacher,
+                                   extra_digits=extra_digits))
+    for config in configs:  # every member's folder checked before any work
         try:
-            folder = member_out.format(model=model, dataset=dataset, seed=seed + k)
+            folder = out_folder(config)
         except (KeyError, ValueError, IndexError) as exc:
             raise UsageError(f"--out {out!r}: only {{model}}, {{dataset}} and {{seed}} are filled in; write a "
                              f"literal brace as {{{{ or }}}} ({type(exc).__name__}: {exc})") from None
-        if not folder.strip():
+        if not config.out.strip():
             raise UsageError("--out: give a folder (an empty name would write into the current one)")
         writable_folder(folder)
     results = []
-    for k in range(ensemble):
-        # Members must not overwrite each other: a fixed --out gets one sub-folder per seed.
-        member_out = member_outs[k]
-        member_log = f"{tensorboard}/seed{seed + k}" if tensorboard and ensemble > 1 else tensorboard  # runs apart
-        config = TrainConfig(model=model, dataset=dataset, seed=seed + k, val=val, val_split=val_split, device=device,
-                             out=member_out, data_dir=data_dir, offline=offline,
-                             resume=resume, threads=threads, tta=tta, progress=progress, tensorboard=member_log,
-                             command=command, overrides=overrides, cuda_graphs=cuda_graphs,
-                             model_kwargs=model_kwargs, teacher=teacher,
-                             extra_digits=extra_digits)
+    for k, config in enumerate(configs):
         folder = out_folder(config)
         if resume and ensemble > 1 and (folder / "model.json").exists() and not (folder / "resume.pt").exists():
             # an ensemble resumed after a later member was interrupted: this member is done, keep it
