@@ -983,7 +983,7 @@ def test_bad_inputs_raise_image_error(tmp_path, page):
     truncated = _save(Image.fromarray(page[0]), "JPEG")
     cases = {
         "empty file": empty, "not an image": text, "No such file": tmp_path / "missing.png",
-        "directory": tmp_path, "empty image data": b"", "not an image, or": b"hello world",
+        "directory": tmp_path, "empty image data": b"", "not an image in a format": b"hello world",
         "truncated": truncated[: len(truncated) // 2],
     }
     for message, source in cases.items():
@@ -997,6 +997,45 @@ def test_bad_inputs_raise_image_error(tmp_path, page):
             to_mnist(array)
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def test_corrupt_png_is_an_error_not_a_partial_digit(page):
+    """A PNG whose pixel stream breaks half-way used to be read from its partial pixels (getexif() loaded it
+    and swallowed the error): it must be an ImageError, for the API and for rows as well."""
+    grey = page[0]
+    raw = b"".join(b"\0" + grey[y].tobytes() for y in range(grey.shape[0]))
+    z = zlib.compress(raw, 9)
+    broken = z[: len(z) // 2] + b"\xde\xad\xbe\xef" * 8 + z[len(z) // 2 + 32:]
+    header = struct.pack(">IIBBBBB", grey.shape[1], grey.shape[0], 8, 0, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", broken) + _png_chunk(b"IEND", b"")
+    with pytest.raises(ImageError, match="truncated or corrupt image"):
+        to_mnist(data)
+    from digitrec.segment import split_digits
+    with pytest.raises(ImageError, match="truncated or corrupt image"):
+        split_digits(data)
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "TGA", "PPM", "PDF", "EPS"])
+def test_formats_outside_the_documented_ones_are_refused(tmp_path, fmt):
+    """Pillow opens many formats, EPS and PDF through Ghostscript (a program run on the input): only the
+    documented six are read, whatever the file's name."""
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).line((32, 10, 32, 54), fill="black", width=6)
+    if fmt == "EPS":
+        data = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n"
+    else:
+        buffer = io.BytesIO()
+        image.save(buffer, fmt)
+        data = buffer.getvalue()
+    path = tmp_path / "digit.png"  # a misleading name changes nothing
+    path.write_bytes(data)
+    for source in (data, path):
+        with pytest.raises(ImageError, match=r"not an image in a format read here \(PNG, JPEG, GIF, BMP, TIFF, WebP\)"):
+            to_mnist(source)
+
+
 def test_phone_photo_speed(mnist_test):
     """A loose guard against a 10x slowdown (the benchmark measures properly): ~2.5 ms expected."""
     photo = encode(render_user_like(mnist_test.images[0], np.random.default_rng(7), "paper+lighting+noise",
@@ -1008,3 +1047,26 @@ def test_phone_photo_speed(mnist_test):
         to_mnist(photo)
         times.append(time.perf_counter() - start)
     assert np.median(times) < 0.025
+
+
+@pytest.mark.parametrize("side", [28, 100, 280, 1000, 3000])
+def test_a_dot_or_speck_is_no_digit(side):
+    """A tap on the page leaves a filled dot, and a photo may hold only a speck: a digit model reads either
+    as a confident 0 or 4. No MNIST digit is a solid blob (`_DOT`), so these are "no digit", as blank pages
+    are; digits drawn with a pen as fat are still read."""
+    for diameter in (0.012, 0.065, 0.2):
+        image = Image.new("L", (side, side), 255)
+        c, r = side / 2, max(1.0, diameter * side / 2)
+        ImageDraw.Draw(image).ellipse((c - r, c - r, c + r, c + r), fill=17)
+        out = to_mnist(image)
+        assert not out.has_ink or side == 28 and diameter == 0.2, (side, diameter)
+    pen = max(1, int(0.06 * side))
+    one, zero = Image.new("L", (side, side), 255), Image.new("L", (side, side), 255)
+    ImageDraw.Draw(one).line((side / 2, side / 4, side / 2, 3 * side / 4), fill=17, width=pen)
+    ImageDraw.Draw(zero).ellipse((0.35 * side, side / 4, 0.65 * side, 3 * side / 4), outline=17, width=pen)
+    assert to_mnist(one).has_ink and to_mnist(zero).has_ink
+
+
+def test_no_mnist_digit_is_taken_for_a_dot(mnist_test):
+    """The dot rule's margin, on the digits it was measured on (the training set) and the test set."""
+    assert all(to_mnist(img).has_ink for img in mnist_test.images[:2000])

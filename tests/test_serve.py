@@ -198,7 +198,8 @@ def _bomb() -> bytes:
 
 
 @pytest.mark.parametrize("name, data, message", [
-    ("notes.txt", b"just text", "file 'notes.txt': not an image, or a format Pillow cannot read"),
+    ("notes.txt", b"just text",
+     "file 'notes.txt': not an image in a format read here (PNG, JPEG, GIF, BMP, TIFF, WebP)"),
     ("empty.png", b"", "file 'empty.png': empty image data"),
     ("half.jpg", "truncated", "file 'half.jpg': "),
     ("bomb.png", "bomb", "file 'bomb.png': image too large"),
@@ -215,7 +216,9 @@ def test_bad_images_are_400_naming_the_file(api, test_digits, name, data, messag
 
 
 @pytest.mark.parametrize("request_kwargs, status, message", [
-    (dict(files={"image": ("x.png", b"x")}), 422, "file: Field required"),
+    (dict(files={"image": ("x.png", b"x")}), 422, "file: no uploaded file (send it as multipart/form-data"),
+    (dict(params={"topk": 5}, files={"file": ("x.png", b"x")}), 422,
+     "topk: unknown query parameter for /api/v1/predict (it takes top_k, include_image)"),
     (dict(params={"top_k": 0}, files={"file": ("x.png", b"x")}), 422, "top_k: Input should be greater than"),
     (dict(params={"top_k": "many"}, files={"file": ("x.png", b"x")}), 422, "top_k: Input should be a valid integer"),
     (dict(data={"file": "not a file"}), 422, "file: "),
@@ -227,6 +230,30 @@ def test_bad_requests_are_4xx_with_one_line(api, request_kwargs, status, message
     assert r.status_code == status, r.text
     detail = r.json()["detail"]
     assert isinstance(detail, str) and detail.startswith(message) and "\n" not in detail, detail
+
+
+def test_unknown_query_parameters_are_refused_per_endpoint(api, test_digits):
+    """Each endpoint names what it takes: a parameter another endpoint takes is no exception."""
+    png_bytes = png(test_digits[0][0])
+    r = api.post("/api/v1/predict-batch", params={"include_image": "true"}, files=[("files", ("a.png", png_bytes))])
+    assert r.status_code == 422 and r.json()["detail"] == (
+        "include_image: unknown query parameter for /api/v1/predict-batch (it takes top_k)")
+    r = api.post("/api/v1/read-number", params={"top_k": 3}, files={"file": ("a.png", png_bytes)})
+    assert r.status_code == 422 and r.json()["detail"] == (
+        "top_k: unknown query parameter for /api/v1/read-number (it takes none)")
+    assert api.post("/api/v1/predict", params={"top_k": 2, "include_image": "true"},
+                    files={"file": ("a.png", png_bytes)}).status_code == 200
+
+
+def test_a_multipart_body_cut_short_is_a_4xx_that_says_so(api, test_digits):
+    """A client that stops before the file part's closing boundary: the parser finds no file, and the answer
+    must say what to send, not blame a field the client did send with a bare "Field required"."""
+    png_bytes = png(test_digits[0][0])
+    body = b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.png\"\r\n\r\n" + png_bytes[:100]
+    r = api.post("/api/v1/predict", content=body, headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    assert 400 <= r.status_code < 500, r.text
+    detail = r.json()["detail"]
+    assert "Field required" not in detail and "\n" not in detail, detail
 
 
 def test_oversized_request_is_refused_from_its_header(api):

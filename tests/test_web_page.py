@@ -131,7 +131,8 @@ def test_uploads(page, tmp_path):
     bad.write_text("not an image")
     page.set_input_files("#file", str(bad))
     page.wait_for_selector("#error:not([hidden])")
-    assert page.text_content("#error") == "file 'notes.txt': not an image, or a format Pillow cannot read"
+    assert page.text_content("#error") == (
+        "file 'notes.txt': not an image in a format read here (PNG, JPEG, GIF, BMP, TIFF, WebP)")
     assert page.is_hidden("#digit-result")
 
     row = np.pad(np.concatenate([255 - test.images[i] for i in range(4)], axis=1), 8, constant_values=255)
@@ -143,9 +144,8 @@ def test_uploads(page, tmp_path):
     answer(page, answered)
     assert page.is_visible("#result-several") and page.is_visible("#result-unsure")
 
-    page.check("#mode-number")
     answered = int(page.evaluate("document.body.dataset.answered || 0"))
-    page.set_input_files("#file", str(tmp_path / "row.png"))
+    page.check("#mode-number")  # the hint's advice: the upload stays and is read as a number, not lost
     answer(page, answered)
     assert page.text_content("#result-text") == "".join(map(str, test.labels[:4]))
     problems = [p for p in page.problems if "400" not in p]  # the bad upload's 400 is logged by Chromium
@@ -196,3 +196,32 @@ def test_read_sends_an_upload_again_and_a_bad_upload_clears_the_pad(page, tmp_pa
     page.set_input_files("#file", str(bad))
     page.wait_for_selector("#error:not([hidden])")
     assert page.evaluate("document.getElementById('pad').toDataURL()") == blank
+
+
+def test_switching_mode_keeps_a_drawing_and_reads_it_again(page):
+    for x in (0.3, 0.7):  # two 1s in "A digit" mode
+        stroke(page, [(x, 0.2), (x, 0.8)])
+    answer(page)
+    answered = int(page.evaluate("document.body.dataset.answered"))
+    page.check("#mode-number")
+    answer(page, answered)
+    assert page.evaluate("document.getElementById('pad').width") == 700
+    assert page.text_content("#result-text") == "11"
+    assert page.problems == []
+
+
+def test_an_upload_the_browser_cannot_show_is_still_read_again(page, tmp_path):
+    """Chromium shows no TIFF, but the server reads it: Read must send it again, not ask for a drawing."""
+    from digitrec.data import load_dataset
+
+    test = load_dataset("mnist", "test")
+    photo = tmp_path / "scan.tif"
+    Image.fromarray(255 - test.images[0]).resize((112, 112)).save(photo)
+    page.set_input_files("#file", str(photo))
+    answer(page)
+    assert page.text_content("#result-digit") == str(test.labels[0])
+    answered = int(page.evaluate("document.body.dataset.answered"))
+    page.click("#read")
+    answer(page, answered)
+    assert page.text_content("#result-digit") == str(test.labels[0])
+    assert page.is_hidden("#status")  # not "Draw a digit first."

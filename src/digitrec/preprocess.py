@@ -28,7 +28,7 @@ from scipy.spatial import ConvexHull
 
 from digitrec.errors import ImageError
 
-__all__ = ["MAX_PIXELS", "ImageSource", "InkMap", "Prepared", "crop_soft", "ink_map", "load_image",
+__all__ = ["FORMATS", "MAX_PIXELS", "ImageSource", "InkMap", "Prepared", "crop_soft", "ink_map", "load_image",
            "main_cluster", "normalise", "source_box", "stroke_width", "to_mnist", "to_mnist_many"]
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
@@ -71,7 +71,8 @@ class InkMap:
     `level` is the ink strength that counts as full black; `floor` the paper-noise level;
     `scale` maps working pixels to source pixels (x, y); `has_ink` is the contrast verdict; `margin` is
     the paper border (working px) added around the image before the analysis, 0 when none was;
-    `shadowed` says a hard shadow's edge crosses the page (`_shadowed_paper`)."""
+    `shadowed` says a hard shadow's edge crosses the page (`_shadowed_paper`); `origin` is where the
+    decoded region starts in the source (x, y), (0, 0) for the whole image."""
 
     ink: np.ndarray
     labels: np.ndarray
@@ -85,6 +86,7 @@ class InkMap:
     has_ink: bool
     margin: int = 0
     shadowed: bool = False
+    origin: tuple[int, int] = (0, 0)
 
     def soft(self, keep: np.ndarray, window: tuple[slice, slice]) -> np.ndarray:
         """Grey ink in [0, 1] of the labels in `keep` inside `window`, including their anti-aliased fringe
@@ -135,6 +137,13 @@ def readable(source: object) -> ImageSource:
                      "or a numpy array)")
 
 
+# What users send: photos, scans, canvas exports. Pillow opens many more (EPS and PDF through Ghostscript,
+# a program run on the upload; ICO, TGA, JPEG 2000, ...): no file of those is read, whatever its name. (A
+# phone's multi-picture JPEG, which Pillow calls MPO, is opened as JPEG.)
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+_FORMAT_NAMES = "PNG, JPEG, GIF, BMP, TIFF, WebP"
+
+
 def _open(source: str | os.PathLike | bytes | bytearray | memoryview) -> Image.Image:
     """Open lazily (header only) and refuse oversized images before any pixel is decoded."""
     name = _name(source)
@@ -156,11 +165,12 @@ def _open(source: str | os.PathLike | bytes | bytearray | memoryview) -> Image.I
     try:
         # Pillow itself refuses over 2x its MAX_IMAGE_PIXELS (~179 MP) here and only warns above ~89 MP;
         # our own limit below is lower still. (No warnings.catch_warnings: it is not thread-safe.)
-        im = Image.open(fp)
+        Image.init()  # registers the plugins FORMATS names (Pillow loads only five up front); quick when done
+        im = Image.open(fp, formats=FORMATS)
     except Image.DecompressionBombError:
         raise ImageError(f"{name}: image too large (over {MAX_PIXELS // 1_000_000} megapixels)") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image, or a format Pillow cannot read") from None
+        raise ImageError(f"{name}: not an image in a format read here ({_FORMAT_NAMES})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{name}: cannot decode ({e})") from None
     try:
@@ -351,16 +361,17 @@ def _pil_pixels(im: Image.Image, name: str, ours: bool, max_side: int | None,
     """`_decode` for a PIL image: channels of the (oriented, cropped, reduced) pixels, and the oriented
     full size. Only an image we opened ourselves may be DCT-scaled: a caller's image is left untouched."""
     _check_size(im.width, im.height, name)
-    turn = _orientation(im)
-    full_w, full_h = (im.height, im.width) if turn in (5, 6, 7, 8) else im.size
-    try:
+    width, height = im.size  # before a draft shrinks it
+    try:  # loaded before the EXIF is read: for a PNG, getexif() loads the pixels and hides a decoding error
         if ours and max_side and im.format == "JPEG" and im.mode in ("L", "RGB"):
-            span = max(full_w, full_h) if region is None else max(region[2] - region[0], region[3] - region[1])
+            span = max(im.size) if region is None else max(region[2] - region[0], region[3] - region[1])
             ratio = min(1.0, max_side / 2 / span)
             im.draft(im.mode, (max(1, math.ceil(im.width * ratio)), max(1, math.ceil(im.height * ratio))))
         im.load()
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{name}: truncated or corrupt image ({e})") from None
+    turn = _orientation(im)
+    full_w, full_h = (height, width) if turn in (5, 6, 7, 8) else (width, height)
     if turn != 1:
         im = ImageOps.exif_transpose(im)
     if region is not None:
@@ -1223,10 +1234,13 @@ def ink_map(source: ImageSource, region: tuple[int, int, int, int] | None = None
     a border of the image's edge colour is added first: see `_with_margin`."""
     grey, sx, sy = _decode(source, max_side or _WORK_SIDE, region)
     if not margin:
-        return _ink_from_grey(grey, (sx, sy))
-    pad = max(2, round(_MARGIN * max(grey.shape)))
-    ink = _ink_from_grey(_add_paper_margin(grey, pad), (sx, sy))
-    ink.margin = pad
+        ink = _ink_from_grey(grey, (sx, sy))
+    else:
+        pad = max(2, round(_MARGIN * max(grey.shape)))
+        ink = _ink_from_grey(_add_paper_margin(grey, pad), (sx, sy))
+        ink.margin = pad
+    if region is not None:
+        ink.origin = (int(region[0]), int(region[1]))
     return ink
 
 
@@ -1385,20 +1399,32 @@ def crop_soft(ink: InkMap, keep: np.ndarray) -> tuple[np.ndarray, tuple[int, int
     return soft, (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1)
 
 
-def source_box(ink: InkMap, box: tuple[int, int, int, int], origin: tuple[int, int] = (0, 0),
-               ) -> tuple[int, int, int, int]:
+def source_box(ink: InkMap, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     """A working-pixel box in source pixels (clipped to the image where a margin was added around it)."""
     sx, sy = ink.scale
     m = ink.margin
     h, w = ink.labels.shape[0] - 2 * m, ink.labels.shape[1] - 2 * m
     x0, y0 = min(max(box[0] - m, 0), w), min(max(box[1] - m, 0), h)
     x1, y1 = min(max(box[2] - m, 0), w), min(max(box[3] - m, 0), h)
-    return (origin[0] + int(x0 * sx), origin[1] + int(y0 * sy),
-            origin[0] + math.ceil(x1 * sx), origin[1] + math.ceil(y1 * sy))
+    ox, oy = ink.origin
+    return ox + int(x0 * sx), oy + int(y0 * sy), ox + math.ceil(x1 * sx), oy + math.ceil(y1 * sy)
 
 
 def _blank() -> Prepared:
     return Prepared(np.zeros((_SIZE, _SIZE), dtype=np.float32), False, None)
+
+
+# A filled dot is no digit: the mean stroke width (`stroke_width`, the crop padded so its edge counts as
+# outline) of every one of MNIST's 60,000 training digits is at most 0.33 of its long side; a filled disc's
+# is 0.5, and 0.36-0.39 for a tap on the page or a full stop after anti-aliasing (throwaway check).
+_DOT = 0.34
+
+
+def _dot(soft: np.ndarray) -> bool:
+    """Whether the ink is a solid blob (a tap on a touch screen, a full stop, a speck), which a digit model
+    would read as a confident 0 or 4. Ink at most 4 working pixels each way is a speck whatever its shape:
+    the working image of anything with a digit is at least 24 px (`_TINY_SIDE`)."""
+    return max(soft.shape) <= 4 or stroke_width(np.pad(soft, 1)) >= _DOT * max(soft.shape)
 
 
 def to_mnist(source: ImageSource) -> Prepared:
@@ -1423,7 +1449,9 @@ def to_mnist(source: ImageSource) -> Prepared:
         # A small digit in a big image: read its neighbourhood again at a resolution that does it justice.
         refined = _refine(source, src, ink)
         if refined is not None:
-            return dataclasses.replace(refined, several_digits=several)
+            return dataclasses.replace(refined, several_digits=several) if refined.has_ink else refined
+    if _dot(soft):
+        return _blank()
     return Prepared(normalise(soft), True, src, several)
 
 
@@ -1431,6 +1459,8 @@ def _refine(source: ImageSource, src: tuple[int, int, int, int], coarse: InkMap)
     """`to_mnist` on the neighbourhood of a digit found small (`src`, source pixels) at a resolution where
     it is ~100 px tall; None if nothing is found there."""
     x0, y0, x1, y1 = src
+    if max(x1 - x0, y1 - y0) <= 4:  # a speck in the source itself, which closer looks only blow up
+        return _blank()
     margin = 0.5 * max(x1 - x0, y1 - y0)
     full_w = round((coarse.labels.shape[1] - 2 * coarse.margin) * coarse.scale[0])
     full_h = round((coarse.labels.shape[0] - 2 * coarse.margin) * coarse.scale[1])
@@ -1442,7 +1472,9 @@ def _refine(source: ImageSource, src: tuple[int, int, int, int], coarse: InkMap)
     soft, box = crop_soft(ink, main_cluster(ink))
     if soft.size == 0:
         return None
-    return Prepared(normalise(soft), True, source_box(ink, box, region[:2]))
+    if _dot(soft):
+        return _blank()
+    return Prepared(normalise(soft), True, source_box(ink, box))
 
 
 def to_mnist_many(sources: list[ImageSource]) -> list[Prepared]:

@@ -34,11 +34,10 @@ from digitrec.preprocess import (
     _resize,
     crop_soft,
     digit_ink_left_out,
-    ink_map,
     normalise,
     source_box,
 )
-from digitrec.segment import _SEGMENT_SIDE, _groups
+from digitrec.segment import _groups, row_ink
 
 __all__ = ["BLANK", "CRNN", "LINE_HEIGHT", "MULTIPLE", "Line", "Reader", "ReadDigit", "TrunkReader", "build_reader",
            "ctc_greedy", "line_image"]
@@ -70,17 +69,14 @@ class Line:
 def line_image(source: ImageSource) -> Line | None:
     """The normalised line of `source` (path, bytes, PIL image or array), or None when it holds no ink.
     Raises ImageError on input that is not an image."""
-    ink = ink_map(source, max_side=_SEGMENT_SIDE)
+    ink = row_ink(source)
     if not ink.has_ink:
         return None
     live = np.flatnonzero(ink.mass > 0)
     if live.size == 0:
         return None
-    try:  # the digits on the text line; stray specks and far-off marks stay out
-        groups, _ = _groups(ink)
-        keep = np.concatenate(groups) if groups else live
-    except (ValueError, IndexError):
-        keep = live
+    groups, _ = _groups(ink)  # the digits on the text line; stray specks and far-off marks stay out
+    keep = np.concatenate(groups) if groups else live
     soft, box = crop_soft(ink, keep)
     if soft.size == 0:
         return None

@@ -18,6 +18,7 @@ whole strings than `split_digits` followed by the classifier (e.g. 89% vs 87% on
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,9 +27,10 @@ import scipy.ndimage as ndi
 
 from digitrec.preprocess import ImageSource, InkMap, crop_soft, ink_map, normalise, source_box, stroke_width
 
-__all__ = ["DigitCrop", "segment_readings", "segment_with_scores", "split_digits"]
+__all__ = ["DigitCrop", "row_ink", "segment_readings", "segment_with_scores", "split_digits"]
 
 _SEGMENT_SIDE = 800  # working resolution: a row of ten digits still gets ~80 px per digit
+_ZOOM = 2.0  # read the row's own region again when that gains at least this factor in resolution
 _FRAGMENT = 0.6  # a component shorter than this fraction of the text height is part of a digit
 _DRIFT = 0.2  # ink cost of one sideways step of a cut path
 # The cut programme, tuned on compose_number rows (seeds 1-2; tests use seed 0). Sizes are fractions of
@@ -48,6 +50,34 @@ class DigitCrop:
     image: np.ndarray
 
 
+def row_ink(source: ImageSource) -> InkMap:
+    """The cleaned ink of a row at working resolution. Why a second look: the whole image is read at
+    `_SEGMENT_SIDE`, so a number on a wide form or a large photo (a 120 px row in an 8,000 px strip) comes
+    out a few pixels tall and its digits blur together. Where the ink fills only part of a large image,
+    its region (with half a row's height of paper around it) is read again at full working resolution,
+    as `preprocess.to_mnist` does for a small digit; where no ink is found at all, the image is first
+    read at three times the resolution (a small row's strokes fade when a large image is shrunk)."""
+    ink = ink_map(source, max_side=_SEGMENT_SIDE)
+    if not ink.has_ink and max(ink.scale) >= 2.5:
+        ink = ink_map(source, max_side=3 * _SEGMENT_SIDE)
+    live = np.flatnonzero(ink.mass > 0) if ink.has_ink else np.empty(0, np.intp)
+    if live.size == 0 or max(ink.scale) < _ZOOM:
+        return ink
+    boxes = ink.boxes[live]
+    x0, y0, x1, y1 = source_box(ink, (int(boxes[:, 0].min()), int(boxes[:, 1].min()),
+                                      int(boxes[:, 2].max()), int(boxes[:, 3].max())))
+    pad = 0.5 * (y1 - y0)
+    full_w = round(ink.labels.shape[1] * ink.scale[0])
+    full_h = round(ink.labels.shape[0] * ink.scale[1])
+    region = (max(0, int(x0 - pad)), max(0, int(y0 - pad)), min(full_w, math.ceil(x1 + pad)),
+              min(full_h, math.ceil(y1 + pad)))
+    side = max(region[2] - region[0], region[3] - region[1])
+    if max(ink.scale) < _ZOOM * max(1.0, side / _SEGMENT_SIDE):
+        return ink
+    closer = ink_map(source, region, max_side=_SEGMENT_SIDE)
+    return closer if closer.has_ink and np.any(closer.mass > 0) else ink
+
+
 def _groups(ink: InkMap) -> tuple[list[np.ndarray], float]:
     """Components grouped into digit candidates (left to right), and the text height in working pixels.
 
@@ -58,9 +88,19 @@ def _groups(ink: InkMap) -> tuple[list[np.ndarray], float]:
     boxes = ink.boxes[live].astype(np.float64)
     heights = boxes[:, 3] - boxes[:, 1]
     tall = heights >= 0.5 * heights.max()
-    height = float(np.median(heights[tall]))
-    top, bottom = np.median(boxes[tall, 1]), np.median(boxes[tall, 3])
     centre_y = (boxes[:, 1] + boxes[:, 3]) / 2
+    top, bottom = np.median(boxes[tall, 1]), np.median(boxes[tall, 3])
+    if np.count_nonzero(tall & (centre_y > top) & (centre_y < bottom)) < 0.5 * np.count_nonzero(tall):
+        # The medians fell between two rows of digits, and the band kept neither (a crash, once). The line is
+        # then the tall components level with the one that has most of them level with it (the top row on a
+        # tie); the other row is ink left out (`digit_ink_left_out`).
+        t = np.flatnonzero(tall)
+        level = (centre_y[t][None, :] >= boxes[t, 1][:, None]) & (centre_y[t][None, :] <= boxes[t, 3][:, None])
+        best = max(range(len(t)), key=lambda k: (int(level[k].sum()), -boxes[t[k], 1]))
+        tall = np.zeros(len(live), dtype=bool)
+        tall[t[level[best]]] = True
+        top, bottom = np.median(boxes[tall, 1]), np.median(boxes[tall, 3])
+    height = float(np.median(heights[tall]))
     size = np.maximum(heights, boxes[:, 2] - boxes[:, 0])
     on_line = (centre_y > top - 0.3 * height) & (centre_y < bottom + 0.3 * height) & (size >= 0.1 * height)
     live, boxes, heights = live[on_line], boxes[on_line], heights[on_line]
@@ -100,6 +140,8 @@ def _groups(ink: InkMap) -> tuple[list[np.ndarray], float]:
         if whole[members].any() or span >= 0.4 * height:
             groups.append(live[members])
             spans.append(span)
+    if not groups:  # nothing digit-sized on the line: no digits, as for a blank page
+        return [], height
     groups.sort(key=lambda g: ink.boxes[g, 0].min())
     spans = np.array(spans)  # the text height again, now of whole digits (a 5 with its floating bar)
     return groups, float(np.median(spans[spans >= 0.5 * spans.max()]))
@@ -252,7 +294,7 @@ def _piece(soft: np.ndarray, left: np.ndarray, right: np.ndarray,
 def split_digits(source: ImageSource) -> list[DigitCrop]:
     """The digits of a one-line number, left to right (empty when there is no ink). Raises ImageError
     on bad input."""
-    ink = ink_map(source, max_side=_SEGMENT_SIDE)
+    ink = row_ink(source)
     if not ink.has_ink:
         return []
     groups, height = _groups(ink)
@@ -510,7 +552,7 @@ def segment_readings(source: ImageSource, score: Callable[[np.ndarray], Scores],
                      ) -> list[list[DigitCrop]]:
     """`segment_with_scores` for several digit counts (None: the programme's own choice) at the cost of
     one: the lattice and its scores are shared. A count the lattice cannot give falls back to None's."""
-    ink = ink_map(source, max_side=_SEGMENT_SIDE)
+    ink = row_ink(source)
     if not ink.has_ink:
         return [[] for _ in counts]
     lattice = _lattice(ink)

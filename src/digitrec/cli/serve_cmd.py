@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 
 import click
@@ -66,6 +67,8 @@ def serve(host, port, checkpoint, model, tta, max_upload_mb, quiet, device) -> N
         if not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
             click.echo("digitrec: warning: reachable from other machines, with no authentication and no TLS; "
                        "put a reverse proxy in front before exposing it", err=True)
+        # python-multipart logs each malformed body it meets, without the request; the client gets a 400 naming it
+        logging.getLogger("python_multipart").setLevel(logging.ERROR)
         # Past LIMIT_CONNECTIONS open connections uvicorn answers 503 at once instead of queueing without end.
         config = uvicorn.Config(web, log_level="info", access_log=not quiet, timeout_graceful_shutdown=5,
                                 limit_concurrency=LIMIT_CONNECTIONS)

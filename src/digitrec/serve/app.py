@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -58,12 +58,12 @@ class DigitResult(BaseModel):
     confidence: float = Field(description="calibrated probability of `digit` (0 when no ink)")
     probabilities: list[float] = Field(description="calibrated probability of each digit 0-9")
     unsure: bool = Field(description="low confidence or no ink: ask the user again")
-    several_digits: bool = Field(default=False, description="the image looks like several digits (then unsure "
-                                                            "too): read it with /read-number")
+    several_digits: bool = Field(description="the image looks like several digits (then unsure too): read it "
+                                             "with /read-number")
     box: list[int] | None = Field(description="the digit's ink box in the image, [x0, y0, x1, y1], end-exclusive")
     top_k: list[TopK] = Field(description="the most likely digits, best first")
     image: list[list[float]] | None = Field(
-        default=None, description="the 28x28 MNIST-normalised input the model saw (with include_image=true)")
+        description="the 28x28 MNIST-normalised input the model saw (with include_image=true), else null")
 
 
 class BatchItem(BaseModel):
@@ -88,8 +88,8 @@ class NumberResult(BaseModel):
     text: str
     confidence: float = Field(description="product of the digits' confidences")
     unsure: bool
-    ink_left_out: bool = Field(default=False, description="digit-sized ink off the row was not read (digits "
-                                                          "stacked in a column, a second row): then unsure too")
+    ink_left_out: bool = Field(description="digit-sized ink off the row was not read (digits stacked in a "
+                                           "column, a second row): then unsure too")
     digits: list[NumberDigit]
 
 
@@ -236,6 +236,17 @@ def _digit_result(p: Prediction, top_k: int, include_image: bool) -> DigitResult
     )
 
 
+def _only_query(*known: str) -> Callable[[Request], None]:
+    """A dependency refusing query parameters the endpoint does not take: `?topk=5` would otherwise be
+    ignored without a word, and the user would get the default."""
+    def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params) - set(known))
+        if unknown:
+            takes = f"it takes {', '.join(known)}" if known else "it takes none"
+            raise HTTPException(422, f"{unknown[0]}: unknown query parameter for {request.url.path} ({takes})")
+    return check
+
+
 def _one_line(errors: list[dict[str, Any]]) -> str:
     """FastAPI's validation errors as one line: 'top_k: Input should be less than or equal to 10'."""
     parts = []
@@ -244,6 +255,9 @@ def _one_line(errors: list[dict[str, Any]]) -> str:
         msg = str(err.get("msg", "invalid"))
         if "Expected UploadFile" in msg:  # a text field where a file belongs (curl -F file=text, not file=@path)
             msg = "expected an uploaded file (multipart/form-data with a filename), got a text field"
+        elif err.get("type") == "missing" and loc and loc[0] in ("file", "files"):
+            # also what a multipart body cut off before its file part ends looks like to the parser
+            msg = "no uploaded file (send it as multipart/form-data, complete with its closing boundary)"
         parts.append(f"{'.'.join(loc) or 'request'}: {msg}")
     return "; ".join(parts) or "invalid request"
 
@@ -315,7 +329,8 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
                          classes=list(rec.classes), test_accuracy=accuracy, temperature=rec.temperature,
                          unsure_below=rec.unsure_below, reads_numbers=reader is not None, version=__version__)
 
-    @app.post(f"{API}/predict", response_model=DigitResult, responses=_ERRORS)
+    @app.post(f"{API}/predict", response_model=DigitResult, responses=_ERRORS,
+              dependencies=[Depends(_only_query("top_k", "include_image"))])
     async def predict(request: Request,
                       file: Annotated[UploadFile, File(description="an image of one digit: PNG, JPEG, GIF, BMP, "
                                                                    "TIFF or WebP")],
@@ -324,7 +339,8 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
         """Read the one digit in an uploaded image."""
         return _digit_result(await read_one(request, file, rec.predict), top_k, include_image)
 
-    @app.post(f"{API}/predict-batch", response_model=BatchResult, responses=_ERRORS)
+    @app.post(f"{API}/predict-batch", response_model=BatchResult, responses=_ERRORS,
+              dependencies=[Depends(_only_query("top_k"))])
     async def predict_batch(files: Annotated[list[UploadFile], File(description=f"up to {MAX_BATCH_FILES} images")],
                             top_k: Annotated[int, Query(ge=1, le=10)] = 3) -> BatchResult:
         """Read many images in one batched forward pass; a bad file gets its own `error`, the rest are read."""
@@ -350,7 +366,8 @@ def create_app(recognizer: Recognizer | None = None, max_upload_bytes: int = MAX
                 items.append(BatchItem(file=name, result=None, error=_image_error(upload, result)))
         return BatchResult(results=items)
 
-    @app.post(f"{API}/read-number", response_model=NumberResult, responses=_ERRORS)
+    @app.post(f"{API}/read-number", response_model=NumberResult, responses=_ERRORS,
+              dependencies=[Depends(_only_query())])
     async def read_number(request: Request,
                           file: Annotated[UploadFile, File(description="an image of several digits in a row")]
                           ) -> NumberResult:

@@ -188,16 +188,20 @@ function showNumber(r) {
   }
 }
 
+function drawFitted(image, width, height) {
+  const scale = Math.min(pad.width / width, pad.height / height);
+  const w = width * scale, h = height * scale;
+  ctx.drawImage(image, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+}
+
 function showUpload(file) {
   const url = URL.createObjectURL(file);
   const img = new Image();
   clearPad();  // the previous drawing or photo is not what is being read now
+  showingUpload = true;  // even where the browser cannot show it (a TIFF): Read sends it again
+  lastUpload = file;
   img.onload = () => {
-    const scale = Math.min(pad.width / img.width, pad.height / img.height);
-    const w = img.width * scale, h = img.height * scale;
-    ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
-    showingUpload = true;
-    lastUpload = file;
+    if (lastUpload === file) drawFitted(img, img.width, img.height);
     URL.revokeObjectURL(url);
   };
   img.onerror = () => URL.revokeObjectURL(url);  // not an image the browser shows: the server says why
@@ -228,10 +232,28 @@ $("clear").addEventListener("click", () => {
   setStatus("Draw something to start.");
 });
 
+// Switching mode keeps what is on the pad and reads it the new way: the "several digits" hint sends the
+// user here, and redrawing or uploading again would be their work lost.
 for (const radio of document.querySelectorAll('input[name="mode"]')) {
   radio.addEventListener("change", () => {
+    const upload = showingUpload ? lastUpload : null;
+    let drawn = null;
+    if (!upload && hasInk) {
+      drawn = document.createElement("canvas");
+      drawn.width = pad.width;
+      drawn.height = pad.height;
+      drawn.getContext("2d").drawImage(pad, 0, 0);
+    }
     mode = radio.value;
     $("clear").click();
+    if (upload) {
+      showUpload(upload);
+      send(upload, upload.name);
+    } else if (drawn) {
+      drawFitted(drawn, drawn.width, drawn.height);
+      hasInk = true;
+      readPad();
+    }
   });
 }
 
