@@ -113,7 +113,7 @@ def test_data_info_and_show(tmp_path):
     (["train", "--teacher", "ensemble", "--distill", "2"], ["--distill must be in (0, 1]"], 2),
     (["train", "--teacher", "nope", "--epochs", "0.01"], ["--teacher nope", "no bundled model 'nope'"], 2),
     (["train", "--teacher", "src/digitrec/weights/reader.json", "--epochs", "0.01"],
-     ["--teacher src/digitrec/weights/reader.json", "unknown model 'crnn-reader'"], 2),
+     ["--teacher src/digitrec/weights/reader.json", "a row reader", "not a digit model"], 2),
     (["train", "--dataset", "fashion-mnist", "--teacher", "best", "--epochs", "0.01"],
      ["--teacher best", "trained on 'mnist', not 'fashion-mnist'"], 2),
     (["train", "--device", "tpu"], ["--device"], 2),

@@ -185,6 +185,22 @@ def test_a_row_given_to_the_one_digit_reader_is_unsure(rec, test_set):
     assert rec.read_number(apart).text == "".join(str(d) for d in test_set.labels[:3])
 
 
+def test_two_digits_with_a_normal_gap_are_flagged(rec, test_set):
+    """Two digits a few pixels apart join one cluster (the gap is under the margin that keeps a 5's bar),
+    and the pair is no wider than twice its height: half of such pairs used to read as one confident
+    digit. Two digit-sized components side by side now say so."""
+    from PIL import Image
+
+    flagged = 0
+    for k in range(0, 80, 2):
+        a, b = (img[:, cols[0]:cols[-1] + 1] for img in test_set.images[k:k + 2]
+                for cols in [np.flatnonzero(img.max(axis=0) > 30)])
+        pair = np.pad(np.concatenate([a, np.zeros((28, 4), np.uint8), b], axis=1), 12)  # 4 px between the inks
+        page = Image.fromarray(255 - pair).resize((pair.shape[1] * 3, pair.shape[0] * 3), Image.BICUBIC)
+        flagged += rec.predict(page).several_digits
+    assert flagged >= 35  # 37 of 40 (session 35); 20 before
+
+
 def test_read_number_says_when_it_left_ink_out(rec, test_set):
     """Digits stacked in a column are not a row: the reader reads one line, and says ink was left out (so
     the reading is unsure) instead of answering one digit with confidence. Rows are not flagged."""

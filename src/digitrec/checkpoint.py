@@ -8,6 +8,7 @@ name the .safetensors, the .json, the stem, or a folder holding exactly one card
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -84,7 +85,25 @@ def read_card(card_path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{card_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(card, dict) or ("model" not in card and "members" not in card):
         raise CheckpointError(f"{card_path}: not a digitrec model card (no 'model' or 'members')")
+    _check_card(card_path, card)
     return card
+
+
+def _check_card(card_path: Path, card: dict[str, Any]) -> None:
+    """The fields every reader of a card relies on, checked once when it is read: a hand-edited or truncated
+    card is one CheckpointError naming the file and the field, not an error deep in torch or a NaN later."""
+    if "members" in card:
+        members = card["members"]
+        if not isinstance(members, list) or not members or not all(isinstance(m, str) and m for m in members):
+            raise CheckpointError(f"{card_path}: 'members' must be a non-empty list of member names, "
+                                  f"got {json.dumps(members)[:80]}")
+    elif not isinstance(card["model"], str):
+        raise CheckpointError(f"{card_path}: 'model' must be a model name, got {json.dumps(card['model'])[:80]}")
+    if "temperature" in card:
+        t = card["temperature"]
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+            raise CheckpointError(f"{card_path}: 'temperature' must be a finite positive number, "
+                                  f"got {json.dumps(t)[:80]}")
 
 
 class Ensemble(nn.Module):
@@ -123,6 +142,9 @@ def model_name(loaded: Checkpoint) -> str:
 def warn_if_other_dataset(loaded: Checkpoint, dataset: str) -> None:
     """One line on stderr when a model is measured on a dataset it was not trained on: allowed (a cross-dataset
     check), but never silently, since the figures then say little about the model."""
+    from digitrec.data import get_spec
+
+    get_spec(dataset)  # an unknown name is the error, with no warning about it first
     trained_on = loaded.card.get("dataset", "mnist")
     if dataset != trained_on:
         print(f"digitrec: warning: {loaded.path} was trained on {trained_on}, evaluated here on {dataset}",
@@ -142,12 +164,22 @@ def read_weights(card_path: Path, card: dict[str, Any]) -> tuple[Path, dict[str,
 
 def _load_single(card_path: Path, card: dict[str, Any]) -> nn.Module:
     name = card["model"]
+    if name == "crnn-reader":  # reader.json and its like: a real card, for `digitrec.reader`, not a digit model
+        raise UsageError(f"{card_path}: a row reader (crnn-reader, for reading rows of digits), not a digit "
+                         "model; give a digit model's checkpoint or --model NAME")
     try:
         get_spec(name)
     except UsageError as exc:  # a card from a newer digitrec, or hand-edited: say which card
         raise UsageError(f"{card_path}: {exc}") from None
     weights, state = read_weights(card_path, card)
-    model = build_model(name, **card.get("hparams", {}))
+    hparams = card.get("hparams", {})
+    if not isinstance(hparams, dict):
+        raise CheckpointError(f"{card_path}: 'hparams' must be an object of NAME: VALUE, "
+                              f"got {json.dumps(hparams)[:80]}")
+    try:
+        model = build_model(name, **hparams)
+    except UsageError as exc:  # a hand-edited card: say which one
+        raise CheckpointError(f"{card_path}: 'hparams': {exc}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ OUTPUT_NOTE = ("logits: float32 [batch, 10], the raw model output (an ensemble: 
                "probabilities); probabilities: float32 [batch, 10], softmax(logits / temperature)")
 EXTRA_HINT = "ONNX export needs the 'export' extra: pip install 'digitrec[export]'"
 _QUIET_LOGGERS = ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # terminal colour codes some exporter errors carry
 
 
 def require_extra() -> None:
@@ -119,8 +121,13 @@ def _export(model: nn.Module, target: Path, opset: int | None):
                                      dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
                                      opset_version=opset)
     except Exception as exc:  # noqa: BLE001  torch raises many error types; the user needs one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DigitrecError(f"{target}: ONNX export failed ({first})") from exc
+        raise DigitrecError(f"{target}: ONNX export failed ({_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first non-empty line, without terminal colour codes (the CLI prints it as plain text)."""
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _metadata(loaded: checkpoint.Checkpoint, name: str) -> dict[str, str]:
@@ -180,8 +187,7 @@ def _run_onnxruntime(path: Path, images: np.ndarray, target: Path) -> np.ndarray
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return session.run(["probabilities"], {"image": images})[0]
     except Exception as exc:  # noqa: BLE001  onnxruntime's errors are its own types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DigitrecError(f"{target}: onnxruntime cannot run the exported model ({first})") from exc
+        raise DigitrecError(f"{target}: onnxruntime cannot run the exported model ({_first_line(exc)})") from exc
 
 
 @contextlib.contextmanager

@@ -6,10 +6,15 @@ import io
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from digitrec.atomic import atomic_write_bytes
+from digitrec.errors import UsageError
+
+# What a figure can be saved as, by file suffix (matplotlib's own writers and Pillow; not pgf, which needs LaTeX).
+IMAGE_FORMATS = ("png", "jpg", "jpeg", "gif", "webp", "tif", "tiff", "pdf", "svg", "svgz", "eps", "ps")
 
 
 def _figure():
@@ -21,10 +26,22 @@ def _figure():
     return plt
 
 
-def save_figure(fig, path: str | os.PathLike | None = None, dpi: int = 100) -> bytes:
-    """Render to PNG bytes; write them to `path` atomically when given."""
+def image_format(path: str | os.PathLike, option: str = "--out") -> str:
+    """The format a file name's suffix names ('png' for none); an unknown suffix is a UsageError, so a file
+    is never written in one format under another's name."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if not suffix:
+        return "png"
+    if suffix not in IMAGE_FORMATS:
+        raise UsageError(f"{option} {path}: cannot write an image as .{suffix}; use "
+                         + ", ".join(f".{f}" for f in IMAGE_FORMATS))
+    return suffix
+
+
+def save_figure(fig, path: str | os.PathLike | None = None, dpi: int = 100, fmt: str = "png") -> bytes:
+    """Render to `fmt` bytes (PNG by default); write them to `path` atomically when given."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")
     _figure().close(fig)
     data = buf.getvalue()
     if path is not None:
@@ -45,14 +62,18 @@ def digit_grid_figure(images: np.ndarray, captions: Sequence[str], title: str = 
         ax.imshow(img, cmap="gray", vmin=0, vmax=255 if img.dtype == np.uint8 else 1)
         ax.set_title(cap, fontsize=7, color=(colors[k] if colors else "black"))
     if title:
-        fig.suptitle(title, fontsize=10)
+        # Anchored a fixed distance below the top edge, not at matplotlib's 0.98 of the height: on a tall grid
+        # that fraction lies inches down, inside the first rows, while tight_layout keeps room for the title
+        # only at the top.
+        fig.suptitle(title, fontsize=10, y=1 - 0.05 / fig.get_figheight(), va="top")
     fig.tight_layout()
     return fig
 
 
 def save_digit_grid(path: str | os.PathLike, images: np.ndarray, captions: Sequence[str], title: str = "",
                     colors=None) -> None:
-    save_figure(digit_grid_figure(images, captions, title, colors), path)
+    """Write the grid to `path` in the format its suffix names (PNG for none); see `image_format`."""
+    save_figure(digit_grid_figure(images, captions, title, colors), path, fmt=image_format(path))
 
 
 # --- figures for `digitrec report` (and anyone else who wants them) -------------------------------------

@@ -186,7 +186,7 @@ def _check_size(width: int, height: int, name: str) -> None:
         raise ImageError(f"{name}: image too large ({width}x{height}, limit {MAX_PIXELS // 1_000_000} "
                          "megapixels)")
     if min(width, height) < _MIN_SIDE:
-        raise ImageError(f"{name}: image too small ({width}x{height})")
+        raise ImageError(f"{name}: image too small ({width}x{height}; each side needs {_MIN_SIDE} px or more)")
 
 
 def _orientation(im: Image.Image) -> int:
@@ -1303,13 +1303,35 @@ def digit_ink_left_out(ink: InkMap, keep: np.ndarray, digit_mass: float) -> bool
     return bool((~kept & (ink.mass >= digit_mass / 3) & (ink.boxes[:, 3] - ink.boxes[:, 1] >= 0.5 * height)).any())
 
 
+def _side_by_side(ink: InkMap, keep: np.ndarray) -> bool:
+    """Whether the kept cluster holds two digit-sized components next to each other, with a gap between them
+    ("40" written with a normal gap joins one cluster, but is no wider than twice its height). The parts
+    a pen leaves detached in one digit (the bar of a 5, a broken stroke) are short or lie over each other."""
+    height = ink.boxes[keep, 3].max() - ink.boxes[keep, 1].min()
+    b = ink.boxes[keep]
+    big = keep[((b[:, 3] - b[:, 1]) >= _SIDE_TALL * height) & (ink.mass[keep] >= _SIDE_MASS * ink.mass[keep].sum())]
+    if len(big) < 2:
+        return False
+    x0, x1 = ink.boxes[big, 0], ink.boxes[big, 2]
+    order = np.argsort(x0)
+    x0, x1 = x0[order], x1[order]
+    overlap = np.minimum(x1[:-1], x1[1:]) - x0[1:]
+    return bool((overlap <= -_SIDE_GAP * height).any())
+
+
+# Two digits side by side: each at least this share of the cluster's height and of its ink, with a gap of at
+# least this share of its height between them (the halves of a hairline 0 broken at top and bottom abut).
+_SIDE_TALL, _SIDE_MASS, _SIDE_GAP = 0.7, 0.2, 0.05
+
+
 def several_digits(ink: InkMap, keep: np.ndarray) -> bool:
-    """Whether the image looks like several digits: other digit-like ink left out of the digit, or a "digit"
-    over twice as wide as tall (digits written close together join into one cluster). A one-digit reader
-    given "13579" reads one of them, confidently; this lets it say so."""
+    """Whether the image looks like several digits: other digit-like ink left out of the digit, two digits
+    side by side in the cluster, or a "digit" over twice as wide as tall (digits written close together join
+    into one cluster). A one-digit reader given "13579" reads one of them, confidently; this lets it say so."""
     width = ink.boxes[keep, 2].max() - ink.boxes[keep, 0].min()
     height = ink.boxes[keep, 3].max() - ink.boxes[keep, 1].min()
-    return digit_ink_left_out(ink, keep, float(ink.mass[keep].sum())) or bool(width > 2 * height)
+    return (digit_ink_left_out(ink, keep, float(ink.mass[keep].sum())) or bool(width > 2 * height)
+            or _side_by_side(ink, keep))
 
 
 def main_cluster(ink: InkMap) -> np.ndarray:

@@ -16,10 +16,14 @@ import base64
 import html
 import json
 import os
+import shutil
+import signal
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,7 @@ from digitrec import __version__, plots
 from digitrec import checkpoint as ckpt
 from digitrec.atomic import atomic_write_text, writable_folder
 from digitrec.data import Dataset, get_spec, load_dataset
-from digitrec.errors import CheckpointError
+from digitrec.errors import CheckpointError, UsageError
 from digitrec.inference import pick_device, predict_logits
 from digitrec.metrics import (
     expected_calibration_error,
@@ -50,6 +54,11 @@ GALLERY = 24             # images per gallery
 SAMPLES = 40             # images in the data sample grid
 SECTIONS = ("summary", "data", "training", "confusion", "per-class", "mistakes", "calibration", "features",
             "model-card")
+# Every file a report writes into its folder. A new report replaces them all: those it does not write this time
+# (training_curves.png for a card without history, a gallery with nothing in it) are removed, not left stale
+# from an earlier model. Nothing else in the folder is touched.
+FILES = ("index.html", "metrics.json", "samples.png", "class_balance.png", "training_curves.png", "confusion.png",
+         "confident_mistakes.png", "unsure_correct.png", "reliability.png", "features_pca.png")
 
 
 # --- computation ----------------------------------------------------------------------------------------
@@ -163,9 +172,16 @@ STEPS = ("load", "predict", "calibrate", "data figures", "training curves", "con
 def build_report(out: str | os.PathLike, checkpoint: str | os.PathLike | None = None, model: str | None = None,
                  dataset: str | None = None, data_dir: str | os.PathLike | None = None, offline: bool = False,
                  device: str = "auto", progress: bool = True, command: str = "") -> dict[str, Any]:
-    """Write `out`/index.html, the PNGs and metrics.json; return the metrics record (as evaluate --json)."""
+    """Write `out`/index.html, the PNGs and metrics.json; return the metrics record (as evaluate --json).
+
+    The report is built in a hidden folder inside `out` and its files are moved into place only once all are
+    written, so an interrupted or failed run leaves no partial report (and an earlier report in `out` stays
+    whole); the files of an earlier report this one does not write are removed (see FILES)."""
     if dataset is not None:
         get_spec(dataset)  # unknown name -> UsageError before any work
+    if not str(out).strip():
+        raise UsageError("--out: give a folder (an empty name would write into the current one)")
+    out_dir = writable_folder(out)  # before the model and the data load; leaves no folder behind
     steps = _Steps(STEPS, progress)
     t_start = time.perf_counter()
     try:
@@ -177,7 +193,6 @@ def build_report(out: str | os.PathLike, checkpoint: str | os.PathLike | None = 
             dev = pick_device(device)  # a device that is not there is a UsageError
             train = load_dataset(name, "train", data_dir, offline, progress)
             test = load_dataset(name, "test", data_dir, offline, progress)
-            out_dir = writable_folder(out)  # after the data: a missing dataset leaves no empty folder
             net = loaded.model.to(dev)
             use_tta = bool(loaded.card.get("tta", False))
 
@@ -193,28 +208,71 @@ def build_report(out: str | os.PathLike, checkpoint: str | os.PathLike | None = 
         with steps.step("calibrate"):
             calib = _calibration(loaded, logits, test, train, dev, use_tta, progress)
 
-        ctx = _Context(out_dir)
-        with steps.step("data figures"):
-            _data_section(ctx, train, test)
-        with steps.step("training curves"):
-            _training_section(ctx, loaded)
-        with steps.step("confusion"):
-            _confusion_sections(ctx, metrics, test.classes)
-        with steps.step("galleries"):
-            _mistakes_section(ctx, softmax(logits, calib["temperature"]), test, calib["temperature"])
-        with steps.step("calibration figure"):
-            _calibration_section(ctx, calib)
-        with steps.step("feature map"):
-            _features_section(ctx, features, test, loaded)
-        with steps.step("write"):
-            atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-            timings = dict(steps.seconds, total=time.perf_counter() - t_start)
-            _model_card_section(ctx, loaded, net, train, test, dev, timings, command)
-            summary = _summary_section(loaded, name, metrics, calib)
-            atomic_write_text(out_dir / "index.html", _page(loaded, name, summary, ctx.sections))
+        with _staging(out_dir) as staging:
+            ctx = _Context(staging)
+            with steps.step("data figures"):
+                _data_section(ctx, train, test)
+            with steps.step("training curves"):
+                _training_section(ctx, loaded)
+            with steps.step("confusion"):
+                _confusion_sections(ctx, metrics, test.classes)
+            with steps.step("galleries"):
+                _mistakes_section(ctx, softmax(logits, calib["temperature"]), test, calib["temperature"])
+            with steps.step("calibration figure"):
+                _calibration_section(ctx, calib)
+            with steps.step("feature map"):
+                _features_section(ctx, features, test, loaded)
+            with steps.step("write"):
+                atomic_write_text(staging / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+                timings = dict(steps.seconds, total=time.perf_counter() - t_start)
+                _model_card_section(ctx, loaded, net, train, test, dev, timings, command)
+                summary = _summary_section(loaded, name, metrics, calib)
+                atomic_write_text(staging / "index.html", _page(loaded, name, summary, ctx.sections))
     finally:
         steps.close()
     return metrics
+
+
+@contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """A hidden folder inside `out_dir` to build the report in. On success its files replace those in
+    `out_dir` (index.html last) and the report's files it lacks are removed there; on any error or interrupt
+    it is deleted, with `out_dir` and its parents when this run made them and they are empty again."""
+    made = [p for p in (out_dir, *out_dir.absolute().parents) if not p.exists()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-", suffix=".part"))
+    try:
+        yield staging
+        written = sorted(p.name for p in staging.iterdir())
+        with _signals_held():  # a few renames: an interrupt lands before or after them, not between
+            for name in sorted(written, key=lambda n: n == "index.html"):
+                os.replace(staging / name, out_dir / name)
+            for name in set(FILES) - set(written):
+                stale = out_dir / name
+                if stale.is_symlink() or stale.is_file():
+                    stale.unlink()
+            staging.rmdir()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:  # deepest first; rmdir leaves a folder something else wrote into meanwhile
+            with suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold back SIGINT, SIGTERM and SIGHUP (delivered when the block ends) on the main thread, where the
+    CLI's handlers run; elsewhere, or without pthread_sigmask, a plain block."""
+    wanted = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # --- calibration ----------------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ __all__ = ["DigitCrop", "row_ink", "segment_readings", "segment_with_scores", "s
 _SEGMENT_SIDE = 800  # working resolution: a row of ten digits still gets ~80 px per digit
 _ZOOM = 2.0  # read the row's own region again when that gains at least this factor in resolution
 _FRAGMENT = 0.6  # a component shorter than this fraction of the text height is part of a digit
+_MARK, _MARK_CLEAR = 0.35, 0.05  # a separator is at most this tall, and this far from any digit (of the height)
+_DOT = 0.3  # a colon's dot is at most this big each way (of the height), and round
 _DRIFT = 0.2  # ink cost of one sideways step of a cut path
 # The cut programme, tuned on compose_number rows (seeds 1-2; tests use seed 0). Sizes are fractions of
 # the text height, weights of the row's typical digit; a piece outside them is penalised.
@@ -113,7 +115,21 @@ def _groups(ink: InkMap) -> tuple[list[np.ndarray], float]:
         return i
 
     whole = heights >= _FRAGMENT * height
-    pieces = np.flatnonzero(~whole)
+    # A separator (a dash, a decimal point, each dot of a colon) is short and stands clear of every digit;
+    # joined to the digit beside it, or to the other dot of a colon, it was read as a digit (a dash as 5,
+    # a colon as 2). Left alone it is dropped with the specks. The bar of a 5 or a 7 lies over its digit.
+    # Clear means of everything taller than a mark (a 5's body can itself be a fragment) and, for a mark over
+    # another small one, both round dots: a colon's, not the pieces of a broken stroke.
+    pad = _MARK_CLEAR * height
+    widths = boxes[:, 2] - boxes[:, 0]
+    small = (heights <= _MARK * height) & (widths <= height)
+    beside = (boxes[:, 0][None, :] < boxes[:, 2:3] + pad) & (boxes[:, 2][None, :] > boxes[:, 0:1] - pad)
+    np.fill_diagonal(beside, False)
+    longer = np.maximum(heights, widths)
+    dot = (longer <= _DOT * height) & (longer <= 1.6 * np.minimum(heights, widths))
+    mark = (small & ~(beside & ~small[None, :]).any(axis=1) & ~(beside & ~(dot[:, None] & dot[None, :])).any(axis=1)
+            & whole.any())
+    pieces = np.flatnonzero(~whole & ~mark)
     for n, i in enumerate(pieces):
         for j in pieces[n + 1:]:
             overlap = min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0])

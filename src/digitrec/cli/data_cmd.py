@@ -41,7 +41,8 @@ def info(dataset, data_dir, offline, json_out) -> None:
 
 
 @data_app.command("show")
-@click.option("--out", default="grid.png", show_default=True, help="PNG file to write.")
+@click.option("--out", default="grid.png", show_default=True,
+              help="Image to write, in the format its suffix names (.png, .jpg, .pdf, .svg, ...).")
 @options.dataset
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
 @click.option("--n", type=click.IntRange(1, 1024), default=64, show_default=True)
@@ -50,11 +51,11 @@ def info(dataset, data_dir, offline, json_out) -> None:
 @options.offline
 def show(out, dataset, split, n, seed, data_dir, offline) -> None:
     """Write a grid of sample images with their labels."""
-    from digitrec.atomic import writable_file
     from digitrec.data import load_dataset
-    from digitrec.plots import save_digit_grid
+    from digitrec.plots import image_format, save_digit_grid
 
-    writable_file(out)
+    options.out_file(out)
+    image_format(out)  # an unknown suffix is refused, not written as PNG under that name
     d = load_dataset(dataset, split, data_dir, offline)
     idx = np.random.default_rng(seed).choice(len(d), size=min(n, len(d)), replace=False)
     save_digit_grid(out, d.images[idx], [d.classes[label] for label in d.labels[idx]],

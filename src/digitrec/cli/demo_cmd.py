@@ -14,7 +14,7 @@ from digitrec.errors import UsageError
 @app.command()
 @click.option("--out", default="demo-out", show_default=True, help="Folder for checkpoints and the picture.")
 @click.option("--models", default="mlp,fast", show_default=True, help="Comma-separated models to train.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@options.seed
 @options.data_dir
 @options.offline
 @click.option("--progress/--no-progress", default=True)
@@ -32,6 +32,9 @@ def demo(out, models, seed, data_dir, offline, progress) -> None:
         raise UsageError(f"--models {models!r}: name at least one model (e.g. mlp,fast)")
     for name in names:
         get_spec(name)  # fail fast on a typo, before any training
+    options.out_folder(out)  # and on an --out nothing could be saved in (an empty one would train into ./NAME)
+    for name in names:
+        options.out_folder(Path(out) / name)
     results = []
     for name in names:
         click.echo(f"== training {name}: {get_spec(name).description}")

@@ -23,12 +23,14 @@ def report(checkpoint, model, dataset, data_dir, offline, device, out, progress)
     """Write an HTML report: data, training curves, confusion, mistakes, calibration, features, model card.
 
     OUT/index.html embeds every image, so it opens offline; the PNGs and metrics.json (the same record
-    as `digitrec evaluate --json`) sit beside it.
+    as `digitrec evaluate --json`) sit beside it. They are moved into OUT only once all are written, replacing
+    an earlier report's (an interrupted run leaves OUT as it was).
     """
     from pathlib import Path
 
     from digitrec.report import build_report
 
+    options.out_folder(out)  # before the model and the data load: empty, a file, unwritable, a name too long
     command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
     metrics = build_report(out, checkpoint=checkpoint, model=model, dataset=dataset, data_dir=data_dir,
                            offline=offline, device=device, progress=progress, command=command)
