@@ -1034,6 +1034,9 @@ def test_formats_outside_the_documented_ones_are_refused(tmp_path, fmt):
     for source in (data, path):
         with pytest.raises(ImageError, match=r"not an image in a format read here \(PNG, JPEG, GIF, BMP, TIFF, WebP\)"):
             to_mnist(source)
+    if fmt != "PDF":  # a caller's own PIL image is refused too, an EPS before Ghostscript runs (Pillow opens no PDF)
+        with Image.open(io.BytesIO(data)) as opened, pytest.raises(ImageError, match="not an image in a format"):
+            to_mnist(opened)
 
 
 def test_phone_photo_speed(mnist_test):

@@ -218,10 +218,12 @@ def test_two_rows_read_the_top_one_and_say_the_rest_was_left_out(best):
     assert split_digits(_page_of(["40", "72"]))  # the lower level: digits, not an exception
 
 
-def test_a_row_in_a_wide_image_is_read_closer(best, mnist_test):
+def test_a_row_in_a_wide_image_is_read_closer(best, mnist_test, tmp_path):
     """The whole image is read at 800 px, so a row pasted into a 3,000 px wide page came out a third of its
     size and 4 of these 10 rows were misread (session 35). Its own region is now read again at full working
     resolution: 9 of 10, the boxes still in the page's pixels."""
+    from PIL import Image
+
     place = np.random.default_rng(5)
     right = 0
     for k in range(10):
@@ -236,6 +238,10 @@ def test_a_row_in_a_wide_image_is_read_closer(best, mnist_test):
         assert (found[:, 0] >= x - 5).all() and (found[:, 2] <= x + w + 5).all()  # page pixels, on the row
         assert (found[:, 1] >= y - 5).all() and (found[:, 3] <= y + h + 5).all()
     assert right >= 8
+    path = tmp_path / "wide.png"  # an open file is read once, though the zoom decodes the image twice
+    Image.fromarray(page).save(path)
+    with open(path, "rb") as f:
+        assert len(split_digits(f)) == len(split_digits(page))
 
 
 def _with_separator(mnist, rng: np.random.Generator, text: str) -> np.ndarray:

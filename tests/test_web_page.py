@@ -171,21 +171,27 @@ def test_a_proxy_error_page_is_reported_as_what_it_is(page, server_url):
     assert page.text_content("#announce").startswith("Error: The server answered 413")
 
 
-def test_read_sends_an_upload_again_and_a_bad_upload_clears_the_pad(page, tmp_path):
+def _upload_test_digit(page, path, index: int) -> int:
+    """Upload MNIST test digit `index`, dark on white at 112 px, as the file `path`; wait for the answer and
+    return the digit's label."""
     from digitrec.data import load_dataset
 
     test = load_dataset("mnist", "test")
-    photo = tmp_path / "digit.png"
-    Image.fromarray(255 - test.images[1]).resize((112, 112)).save(photo)
-    page.set_input_files("#file", str(photo))
+    Image.fromarray(255 - test.images[index]).resize((112, 112)).save(path)
+    page.set_input_files("#file", str(path))
     answer(page)
+    return int(test.labels[index])
+
+
+def test_read_sends_an_upload_again_and_a_bad_upload_clears_the_pad(page, tmp_path):
+    label = _upload_test_digit(page, tmp_path / "digit.png", 1)
     page.wait_for_function("!document.getElementById('pad').toDataURL().startsWith('data:,')")
     sent = []
     page.on("request", lambda r: "/api/v1/predict" in r.url and sent.append(r))
     page.click("#read")
     answer(page, 1)
-    assert len(sent) == 1 and page.text_content("#result-digit") == str(test.labels[1])
-    assert page.text_content("#announce").startswith(f"Read {test.labels[1]}, confidence")
+    assert len(sent) == 1 and page.text_content("#result-digit") == str(label)
+    assert page.text_content("#announce").startswith(f"Read {label}, confidence")
 
     blank = page.evaluate("(() => { const c = document.createElement('canvas'); c.width = c.height = 280;"
                           " const x = c.getContext('2d'); x.fillStyle = '#fff'; x.fillRect(0, 0, 280, 280);"
@@ -207,21 +213,24 @@ def test_switching_mode_keeps_a_drawing_and_reads_it_again(page):
     answer(page, answered)
     assert page.evaluate("document.getElementById('pad').width") == 700
     assert page.text_content("#result-text") == "11"
+    ink_height = ("(() => { const c = document.getElementById('pad'); const d = c.getContext('2d')"
+                  ".getImageData(0, 0, c.width, c.height).data; let top = c.height, bottom = -1;"
+                  " for (let i = 0; i < d.length; i += 4) if (d[i] < 128) { const y = Math.floor(i / 4 / c.width);"
+                  " top = Math.min(top, y); bottom = Math.max(bottom, y); } return bottom - top; })()")
+    tall = page.evaluate(ink_height)
+    for _ in range(2):  # back and forth: the drawing is refitted from its ink each time, not shrunk
+        page.check("#mode-digit")
+        page.check("#mode-number")
+    assert page.evaluate(ink_height) >= 0.9 * tall
     assert page.problems == []
 
 
 def test_an_upload_the_browser_cannot_show_is_still_read_again(page, tmp_path):
     """Chromium shows no TIFF, but the server reads it: Read must send it again, not ask for a drawing."""
-    from digitrec.data import load_dataset
-
-    test = load_dataset("mnist", "test")
-    photo = tmp_path / "scan.tif"
-    Image.fromarray(255 - test.images[0]).resize((112, 112)).save(photo)
-    page.set_input_files("#file", str(photo))
-    answer(page)
-    assert page.text_content("#result-digit") == str(test.labels[0])
+    label = _upload_test_digit(page, tmp_path / "scan.tif", 0)
+    assert page.text_content("#result-digit") == str(label)
     answered = int(page.evaluate("document.body.dataset.answered"))
     page.click("#read")
     answer(page, answered)
-    assert page.text_content("#result-digit") == str(test.labels[0])
+    assert page.text_content("#result-digit") == str(label)
     assert page.is_hidden("#status")  # not "Draw a digit first."

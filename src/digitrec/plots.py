@@ -13,8 +13,9 @@ import numpy as np
 from digitrec.atomic import atomic_write_bytes
 from digitrec.errors import UsageError
 
-# What a figure can be saved as, by file suffix (matplotlib's own writers and Pillow; not pgf, which needs LaTeX).
-IMAGE_FORMATS = ("png", "jpg", "jpeg", "gif", "webp", "tif", "tiff", "pdf", "svg", "svgz", "eps", "ps")
+# What a figure can be saved as, by file suffix (matplotlib's own writers and Pillow; not pgf, which needs LaTeX,
+# nor gif, which matplotlib writes only from 3.11 on).
+IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "tif", "tiff", "pdf", "svg", "svgz", "eps", "ps")
 
 
 def _figure():

@@ -361,6 +361,8 @@ def _pil_pixels(im: Image.Image, name: str, ours: bool, max_side: int | None,
     """`_decode` for a PIL image: channels of the (oriented, cropped, reduced) pixels, and the oriented
     full size. Only an image we opened ourselves may be DCT-scaled: a caller's image is left untouched."""
     _check_size(im.width, im.height, name)
+    if im.format is not None and im.format not in (*FORMATS, "MPO"):  # a caller's EPS would run Ghostscript
+        raise ImageError(f"{name}: not an image in a format read here ({_FORMAT_NAMES})")
     width, height = im.size  # before a draft shrinks it
     try:  # loaded before the EXIF is read: for a PNG, getexif() loads the pixels and hides a decoding error
         if ours and max_side and im.format == "JPEG" and im.mode in ("L", "RGB"):
@@ -1312,16 +1314,17 @@ def _side_by_side(ink: InkMap, keep: np.ndarray) -> bool:
     big = keep[((b[:, 3] - b[:, 1]) >= _SIDE_TALL * height) & (ink.mass[keep] >= _SIDE_MASS * ink.mass[keep].sum())]
     if len(big) < 2:
         return False
-    x0, x1 = ink.boxes[big, 0], ink.boxes[big, 2]
-    order = np.argsort(x0)
-    x0, x1 = x0[order], x1[order]
-    overlap = np.minimum(x1[:-1], x1[1:]) - x0[1:]
-    return bool((overlap <= -_SIDE_GAP * height).any())
+    order = np.argsort(ink.boxes[big, 0])
+    x0, x1 = ink.boxes[big, 0][order], ink.boxes[big, 2][order]
+    reach = np.maximum.accumulate(x1)[:-1]  # the right edge of everything to the left (nested parts included)
+    return bool((x0[1:] - reach >= _SIDE_GAP * height).any())
 
 
 # Two digits side by side: each at least this share of the cluster's height and of its ink, with a gap of at
-# least this share of its height between them (the halves of a hairline 0 broken at top and bottom abut).
-_SIDE_TALL, _SIDE_MASS, _SIDE_GAP = 0.7, 0.2, 0.05
+# least this share of its height between them. One digit's parts leave smaller gaps: the halves of a hairline
+# 0 broken at top and bottom abut, a 0 drawn as two arcs or an open 4 whose bar stops short of the stem leave
+# 0.05-0.1 (a reviewer's drawings); two MNIST digits 4 px apart leave 0.2.
+_SIDE_TALL, _SIDE_MASS, _SIDE_GAP = 0.7, 0.2, 0.15
 
 
 def several_digits(ink: InkMap, keep: np.ndarray) -> bool:

@@ -262,17 +262,23 @@ def _staging(out_dir: Path) -> Iterator[Path]:
 
 @contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold back SIGINT, SIGTERM and SIGHUP (delivered when the block ends) on the main thread, where the
-    CLI's handlers run; elsewhere, or without pthread_sigmask, a plain block."""
-    wanted = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    """Hold back SIGINT, SIGTERM and SIGHUP for the block and deliver the first one after it. Python runs
+    signal handlers on the main thread whatever thread the kernel picked (a thread mask would not do: torch
+    runs threads of its own), so handlers that only note the signal are installed for the block; elsewhere
+    than the main thread, where handlers cannot be set, a plain block."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    wanted = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, _frame: caught.append(number)) for sig in wanted}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 # --- calibration ----------------------------------------------------------------------------------------

@@ -25,7 +25,16 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.ndimage as ndi
 
-from digitrec.preprocess import ImageSource, InkMap, crop_soft, ink_map, normalise, source_box, stroke_width
+from digitrec.preprocess import (
+    ImageSource,
+    InkMap,
+    crop_soft,
+    ink_map,
+    normalise,
+    readable,
+    source_box,
+    stroke_width,
+)
 
 __all__ = ["DigitCrop", "row_ink", "segment_readings", "segment_with_scores", "split_digits"]
 
@@ -59,6 +68,7 @@ def row_ink(source: ImageSource) -> InkMap:
     its region (with half a row's height of paper around it) is read again at full working resolution,
     as `preprocess.to_mnist` does for a small digit; where no ink is found at all, the image is first
     read at three times the resolution (a small row's strokes fade when a large image is shrunk)."""
+    source = readable(source)  # an open file is read once: the image may be decoded up to three times
     ink = ink_map(source, max_side=_SEGMENT_SIDE)
     if not ink.has_ink and max(ink.scale) >= 2.5:
         ink = ink_map(source, max_side=3 * _SEGMENT_SIDE)

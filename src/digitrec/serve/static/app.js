@@ -232,17 +232,35 @@ $("clear").addEventListener("click", () => {
   setStatus("Draw something to start.");
 });
 
+// The box round the pad's ink (darker than light grey), or null when the pad is blank.
+function inkBox() {
+  const { data, width, height } = ctx.getImageData(0, 0, pad.width, pad.height);
+  let x0 = width, y0 = height, x1 = -1, y1 = -1;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      if (data[4 * (y * width + x)] < 200) {
+        if (x < x0) x0 = x;
+        if (x > x1) x1 = x;
+        if (y < y0) y0 = y;
+        if (y > y1) y1 = y;
+      }
+    }
+  }
+  return x1 < 0 ? null : { x: x0, y: y0, w: x1 - x0 + 1, h: y1 - y0 + 1 };
+}
+
 // Switching mode keeps what is on the pad and reads it the new way: the "several digits" hint sends the
 // user here, and redrawing or uploading again would be their work lost.
 for (const radio of document.querySelectorAll('input[name="mode"]')) {
   radio.addEventListener("change", () => {
     const upload = showingUpload ? lastUpload : null;
+    const box = !upload && hasInk ? inkBox() : null;
     let drawn = null;
-    if (!upload && hasInk) {
+    if (box) {  // the ink alone, so that switching back and forth does not shrink it each time
       drawn = document.createElement("canvas");
-      drawn.width = pad.width;
-      drawn.height = pad.height;
-      drawn.getContext("2d").drawImage(pad, 0, 0);
+      drawn.width = box.w;
+      drawn.height = box.h;
+      drawn.getContext("2d").drawImage(pad, box.x, box.y, box.w, box.h, 0, 0, box.w, box.h);
     }
     mode = radio.value;
     $("clear").click();
@@ -250,7 +268,9 @@ for (const radio of document.querySelectorAll('input[name="mode"]')) {
       showUpload(upload);
       send(upload, upload.name);
     } else if (drawn) {
-      drawFitted(drawn, drawn.width, drawn.height);
+      const scale = Math.min(0.8 * pad.width / drawn.width, 0.8 * pad.height / drawn.height, 1);
+      const w = drawn.width * scale, h = drawn.height * scale;
+      ctx.drawImage(drawn, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
       hasInk = true;
       readPad();
     }
