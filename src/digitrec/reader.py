@@ -33,11 +33,10 @@ from digitrec.preprocess import (
     InkMap,
     _resize,
     crop_soft,
-    digit_ink_left_out,
     normalise,
     source_box,
 )
-from digitrec.segment import _groups, row_ink
+from digitrec.segment import row_components, row_ink
 
 __all__ = ["BLANK", "CRNN", "LINE_HEIGHT", "MULTIPLE", "Line", "Reader", "ReadDigit", "TrunkReader", "build_reader",
            "ctc_greedy", "line_image"]
@@ -75,13 +74,10 @@ def line_image(source: ImageSource) -> Line | None:
     live = np.flatnonzero(ink.mass > 0)
     if live.size == 0:
         return None
-    groups, _ = _groups(ink)  # the digits on the text line; stray specks and far-off marks stay out
-    keep = np.concatenate(groups) if groups else live
+    keep, left_out = row_components(ink)
     soft, box = crop_soft(ink, keep)
     if soft.size == 0:
         return None
-    # a digit's worth of ink: the average kept component's
-    left_out = digit_ink_left_out(ink, keep, float(ink.mass[keep].sum()) / max(1, len(keep)))
     scale = INK_HEIGHT / soft.shape[0]
     width = max(1, round(soft.shape[1] * scale))
     line = np.zeros((LINE_HEIGHT, width + 2 * PAD), dtype=np.float32)

@@ -32,7 +32,7 @@ from digitrec.inference import fold_batchnorm, pick_device, predict_logits
 from digitrec.metrics import softmax
 from digitrec.preprocess import ImageSource, Prepared, readable, to_mnist
 from digitrec.reader import Reader
-from digitrec.segment import segment_readings
+from digitrec.segment import ink_left_out, segment_readings
 
 # Below this calibrated probability an answer is flagged `unsure` (about 1 in 1,000 MNIST test digits,
 # but most of the scribbles, noise and non-digits users send).
@@ -361,8 +361,11 @@ class Recognizer:
                                digit_log_probs, cuts, line.ink_left_out)
 
     def _read_segmented(self, image: ImageSource) -> NumberReading:
-        """Segment the row (cuts chosen with the digit model's help), then read each piece."""
-        return self._segment_readings(image, [None])[0]
+        """Segment the row (cuts chosen with the digit model's help), then read each piece; say, as the
+        reader's methods do, when digit-sized ink off the row was left unread."""
+        reading = self._segment_readings(image, [None])[0]
+        reading.ink_left_out = ink_left_out(image)
+        return reading
 
     def _segment_readings(self, image: ImageSource, counts: list[int | None]) -> list[NumberReading]:
         """`_read_segmented` for several digit counts (None: the cut programme's choice), one lattice."""

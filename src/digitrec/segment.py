@@ -30,6 +30,7 @@ from digitrec.preprocess import (
     ImageSource,
     InkMap,
     crop_soft,
+    digit_ink_left_out,
     ink_map,
     load_image,
     normalise,
@@ -38,7 +39,8 @@ from digitrec.preprocess import (
     stroke_width,
 )
 
-__all__ = ["DigitCrop", "row_ink", "segment_readings", "segment_with_scores", "split_digits"]
+__all__ = ["DigitCrop", "ink_left_out", "row_components", "row_ink", "segment_readings", "segment_with_scores",
+           "split_digits"]
 
 _SEGMENT_SIDE = 800  # working resolution: a row of ten digits still gets ~80 px per digit
 _ZOOM = 2.0  # read the row's own region again when that gains at least this factor in resolution
@@ -93,6 +95,21 @@ def row_ink(source: ImageSource) -> InkMap:
         return ink
     closer = ink_map(source, region, max_side=_SEGMENT_SIDE)
     return closer if closer.has_ink and np.any(closer.mass > 0) else ink
+
+
+def row_components(ink: InkMap) -> tuple[np.ndarray, bool]:
+    """The labels of the row's digits (the text line's groups; stray specks and far-off marks stay out), and
+    whether digit-sized ink was left off it (a second row, digits stacked in a column): a digit's worth of
+    ink is the average kept component's. `ink` must hold some live ink."""
+    groups, _ = _groups(ink)
+    keep = np.concatenate(groups) if groups else np.flatnonzero(ink.mass > 0)
+    return keep, digit_ink_left_out(ink, keep, float(ink.mass[keep].sum()) / max(1, len(keep)))
+
+
+def ink_left_out(source: ImageSource) -> bool:
+    """`row_components`' verdict for an image: whether a reading of its row leaves digit-sized ink unread."""
+    ink = row_ink(source)
+    return bool(ink.has_ink and np.any(ink.mass > 0) and row_components(ink)[1])
 
 
 def _enlarged(source: ImageSource, ink: InkMap, live: np.ndarray) -> InkMap:
