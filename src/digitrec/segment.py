@@ -113,10 +113,11 @@ def ink_left_out(source: ImageSource) -> bool:
 
 
 def _enlarged(source: ImageSource, ink: InkMap, live: np.ndarray) -> InkMap:
-    """`ink`, or, when the row's digits are under `_SMALL_TEXT` working pixels tall in an image read at full
-    size (a thumbnail, a row cropped from a small scan), the ink of the image enlarged smoothly so that they
-    are about 28 px: at 10 px, strokes merge and thin gaps between digits vanish in the threshold (rows
-    14 px tall read 10 of 20 right, enlarged 18 of 20; throwaway check, session 35)."""
+    """`ink`, or, when the row's digits are under `_SMALL_TEXT` source pixels tall in an image read at full
+    size (a thumbnail, a row cropped from a small scan: at most `_SEGMENT_SIDE` px, so at most 4x that here),
+    the ink of the image enlarged smoothly so that they are about 28 px: at 10 px, strokes merge and thin
+    gaps between digits vanish in the threshold (rows 14 px tall read 10 of 20 right, enlarged 18 of 20;
+    throwaway check, session 35)."""
     heights = ink.boxes[live, 3] - ink.boxes[live, 1]
     text = float(np.median(heights[heights >= 0.5 * heights.max()])) * ink.scale[1]  # in source pixels
     if text >= _SMALL_TEXT:
