@@ -60,21 +60,29 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         yield f
 
 
+_STAGED_EXTRA = len("..XXXXXXXX.part")  # what staged_path adds to a file's name for its temporary twin
+
+
 def writable_folder(path: str | os.PathLike, option: str = "--out", shown: Path | None = None) -> Path:
     """`path` as a folder digitrec can write into; otherwise a UsageError naming `option` and `shown`
     (default: the folder). Checked before the work, so a long run cannot end in an error about where to put
-    its result. Folders it had to make for the check are removed again: the first write makes them for good
-    (every write goes through `staged_path`), so a run interrupted before it wrote anything leaves nothing."""
+    its result: an empty name (which would write into the current folder), a file in the way, a folder that
+    cannot be written, a name the file system refuses. Folders it had to make for the check are removed
+    again: the first write makes them for good (every write goes through `staged_path`), so a run
+    interrupted before it wrote anything leaves nothing."""
+    if not str(path).strip():
+        raise UsageError(f"{option}: give a folder (an empty name would write into the current one)")
     folder = Path(path).expanduser()
     name = f"{option} {shown or folder}"
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{name}: " + (f"{folder} is not a folder" if shown else "exists and is not a folder"))
-    missing = [p for p in (folder, *folder.absolute().parents) if not p.exists()]
+    missing: list[Path] = []
     try:
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{name}: " + (f"{folder} is not a folder" if shown else "exists and is not a folder"))
+        missing = [p for p in (folder, *folder.absolute().parents) if not p.exists()]
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
-    except OSError as exc:
+    except OSError as exc:  # also a name too long to look up at all
         raise UsageError(f"{name}: cannot write there ({exc.strerror or exc})") from None
     finally:
         for made in missing:  # deepest first; rmdir leaves any folder something else wrote into meanwhile
@@ -84,11 +92,25 @@ def writable_folder(path: str | os.PathLike, option: str = "--out", shown: Path 
 
 
 def writable_file(path: str | os.PathLike, option: str = "--out") -> Path:
-    """`path` as a file digitrec can write (its folder created if missing), checked as `writable_folder`."""
-    target = _regular_target(Path(path).expanduser(), option)
-    if target.is_dir():
-        raise UsageError(f"{option} {target}: is a folder; give a file name")
+    """`path` as a file digitrec can write (its folder created if missing), checked as `writable_folder`;
+    its name must also leave room for the temporary twin `staged_path` writes first, or the write would
+    fail only at the end."""
+    if not str(path).strip():
+        raise UsageError(f"{option}: give a file name (an empty one names no file)")
+    try:
+        target = _regular_target(Path(path).expanduser(), option)
+        if target.is_dir():
+            raise UsageError(f"{option} {target}: is a folder; give a file name")
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None
     writable_folder(target.parent, option, shown=target)
+    try:
+        existing = next(p for p in (target.parent, *target.parent.absolute().parents) if p.exists())
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError, StopIteration):  # no such limit here
+        return target
+    if len(os.fsencode(target.name)) + _STAGED_EXTRA > name_max:
+        raise UsageError(f"{option} {target}: file name too long (at most {name_max - _STAGED_EXTRA} bytes here)")
     return target
 
 

@@ -30,9 +30,9 @@ from digitrec import checkpoint
 from digitrec.errors import CheckpointError, DigitrecError, ImageError, UsageError
 from digitrec.inference import fold_batchnorm, pick_device, predict_logits
 from digitrec.metrics import softmax
-from digitrec.preprocess import ImageSource, Prepared, readable, to_mnist
+from digitrec.preprocess import ImageSource, InkMap, Prepared, readable, to_mnist
 from digitrec.reader import Reader
-from digitrec.segment import ink_left_out, segment_readings
+from digitrec.segment import ink_left_out, row_ink, segment_readings
 
 # Below this calibrated probability an answer is flagged `unsure` (about 1 in 1,000 MNIST test digits,
 # but most of the scribbles, noise and non-digits users send).
@@ -363,12 +363,15 @@ class Recognizer:
     def _read_segmented(self, image: ImageSource) -> NumberReading:
         """Segment the row (cuts chosen with the digit model's help), then read each piece; say, as the
         reader's methods do, when digit-sized ink off the row was left unread."""
-        reading = self._segment_readings(image, [None])[0]
-        reading.ink_left_out = ink_left_out(image)
+        ink = row_ink(image)  # decoded once, for the cuts and for what they leave out
+        reading = self._segment_readings(image, [None], ink)[0]
+        reading.ink_left_out = ink_left_out(ink)
         return reading
 
-    def _segment_readings(self, image: ImageSource, counts: list[int | None]) -> list[NumberReading]:
-        """`_read_segmented` for several digit counts (None: the cut programme's choice), one lattice."""
+    def _segment_readings(self, image: ImageSource, counts: list[int | None], ink: InkMap | None = None,
+                          ) -> list[NumberReading]:
+        """`_read_segmented` for several digit counts (None: the cut programme's choice), one lattice
+        (`ink`: the row's ink, when the caller has it)."""
         scored: dict[bytes, np.ndarray] = {}
 
         def score(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -380,7 +383,7 @@ class Recognizer:
             return probs, logits / self.temperature
 
         readings = []
-        for crops in segment_readings(image, score, counts):  # cuts chosen with the classifier's help
+        for crops in segment_readings(image, score, counts, ink):  # cuts chosen with the classifier's help
             if not crops:
                 readings.append(NumberReading("", []))
                 continue

@@ -36,7 +36,7 @@ from digitrec import __version__, plots
 from digitrec import checkpoint as ckpt
 from digitrec.atomic import atomic_write_text, writable_folder
 from digitrec.data import Dataset, get_spec, load_dataset
-from digitrec.errors import CheckpointError, UsageError
+from digitrec.errors import CheckpointError
 from digitrec.inference import pick_device, predict_logits
 from digitrec.metrics import (
     expected_calibration_error,
@@ -179,8 +179,6 @@ def build_report(out: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     whole); the files of an earlier report this one does not write are removed (see FILES)."""
     if dataset is not None:
         get_spec(dataset)  # unknown name -> UsageError before any work
-    if not str(out).strip():
-        raise UsageError("--out: give a folder (an empty name would write into the current one)")
     out_dir = writable_folder(out)  # before the model and the data load; leaves no folder behind
     steps = _Steps(STEPS, progress)
     t_start = time.perf_counter()

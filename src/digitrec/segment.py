@@ -106,9 +106,8 @@ def row_components(ink: InkMap) -> tuple[np.ndarray, bool]:
     return keep, digit_ink_left_out(ink, keep, float(ink.mass[keep].sum()) / max(1, len(keep)))
 
 
-def ink_left_out(source: ImageSource) -> bool:
-    """`row_components`' verdict for an image: whether a reading of its row leaves digit-sized ink unread."""
-    ink = row_ink(source)
+def ink_left_out(ink: InkMap) -> bool:
+    """`row_components`' verdict for a row's ink: whether a reading of the row leaves digit-sized ink unread."""
     return bool(ink.has_ink and np.any(ink.mass > 0) and row_components(ink)[1])
 
 
@@ -619,10 +618,11 @@ def segment_with_scores(source: ImageSource, score: Callable[[np.ndarray], Score
 
 
 def segment_readings(source: ImageSource, score: Callable[[np.ndarray], Scores], counts: list[int | None],
-                     ) -> list[list[DigitCrop]]:
+                     ink: InkMap | None = None) -> list[list[DigitCrop]]:
     """`segment_with_scores` for several digit counts (None: the programme's own choice) at the cost of
-    one: the lattice and its scores are shared. A count the lattice cannot give falls back to None's."""
-    ink = row_ink(source)
+    one: the lattice and its scores are shared. A count the lattice cannot give falls back to None's.
+    `ink`: the row's `row_ink(source)`, when the caller has it already."""
+    ink = row_ink(source) if ink is None else ink
     if not ink.has_ink:
         return [[] for _ in counts]
     lattice = _lattice(ink)

@@ -7,6 +7,7 @@ import json
 import click
 import numpy as np
 
+from digitrec.atomic import writable_file
 from digitrec.cli import data_app, options
 
 
@@ -54,7 +55,7 @@ def show(out, dataset, split, n, seed, data_dir, offline) -> None:
     from digitrec.data import load_dataset
     from digitrec.plots import image_format, save_digit_grid
 
-    options.out_file(out)
+    writable_file(out)
     image_format(out)  # an unknown suffix is refused, not written as PNG under that name
     d = load_dataset(dataset, split, data_dir, offline)
     idx = np.random.default_rng(seed).choice(len(d), size=min(n, len(d)), replace=False)

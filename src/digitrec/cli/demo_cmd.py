@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from digitrec.atomic import writable_folder
 from digitrec.cli import app, options
 from digitrec.errors import UsageError
 
@@ -32,9 +33,9 @@ def demo(out, models, seed, data_dir, offline, progress) -> None:
         raise UsageError(f"--models {models!r}: name at least one model (e.g. mlp,fast)")
     for name in names:
         get_spec(name)  # fail fast on a typo, before any training
-    options.out_folder(out)  # and on an --out nothing could be saved in (an empty one would train into ./NAME)
+    writable_folder(out)  # and on an --out nothing could be saved in (an empty one would train into ./NAME)
     for name in names:
-        options.out_folder(Path(out) / name)
+        writable_folder(Path(out) / name)
     results = []
     for name in names:
         click.echo(f"== training {name}: {get_spec(name).description}")

@@ -10,6 +10,7 @@ import json
 
 import click
 
+from digitrec.atomic import writable_file
 from digitrec.cli import app, options
 
 
@@ -30,7 +31,7 @@ def export(checkpoint, model, fmt, out, opset, json_out) -> None:
     exporter.require_extra()
     exporter.check_opset(opset)
     if out is not None:
-        options.out_file(out)  # before the model loads: an empty name, a folder, an unwritable or too long name
+        writable_file(out)  # before the model loads: an empty name, a folder, an unwritable or too long name
     loaded = choose(checkpoint, model)
     result = exporter.export_onnx(loaded, out or f"digitrec-{exporter.model_name(loaded)}.onnx", opset=opset)
     if json_out:

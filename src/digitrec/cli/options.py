@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-from pathlib import Path
 
 import click
 
-from digitrec.atomic import writable_file, writable_folder
 from digitrec.errors import UsageError
 
 data_dir = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
@@ -67,36 +64,3 @@ def parse_augment(text: str | None, option: str = "--augment") -> dict[str, floa
         except ValueError:
             raise UsageError(f"{option}: {part!r} is not NAME=NUMBER") from None
     return out
-
-
-STAGED_NAME_EXTRA = len("..XXXXXXXX.part")  # what atomic.staged_path adds to a file's name for its temporary twin
-
-
-def out_folder(out: str | os.PathLike, option: str = "--out") -> Path:
-    """`--out` as a folder to write into, checked before any work as `train` checks its own: an empty name
-    (which would write into the current folder), a file in the way, a folder that cannot be written or a
-    name the file system refuses (too long) is one UsageError line naming `option`."""
-    if not str(out).strip():
-        raise UsageError(f"{option}: give a folder (an empty name would write into the current one)")
-    try:
-        return writable_folder(out, option)
-    except OSError as exc:  # raised before writable_folder's own check: a name too long to look up
-        raise UsageError(f"{option} {out}: cannot write there ({exc.strerror or exc})") from None
-
-
-def out_file(out: str | os.PathLike, option: str = "--out") -> Path:
-    """`--out` as a file to write, checked as `out_folder` checks a folder; the name must also leave room for
-    the temporary sibling every write goes through (atomic.staged_path), or the write would fail at the end."""
-    if not str(out).strip():
-        raise UsageError(f"{option}: give a file name (an empty one names no file)")
-    try:
-        target = writable_file(out, option)
-        folder = next(p for p in (target.parent, *target.parent.absolute().parents) if p.exists())
-        name_max = os.pathconf(folder, "PC_NAME_MAX")
-    except OSError as exc:
-        raise UsageError(f"{option} {out}: cannot write there ({exc.strerror or exc})") from None
-    except (ValueError, StopIteration):  # no such limit on this system
-        return target
-    if len(os.fsencode(target.name)) + STAGED_NAME_EXTRA > name_max:
-        raise UsageError(f"{option} {out}: file name too long (at most {name_max - STAGED_NAME_EXTRA} bytes here)")
-    return target

@@ -30,7 +30,6 @@ def report(checkpoint, model, dataset, data_dir, offline, device, out, progress)
 
     from digitrec.report import build_report
 
-    options.out_folder(out)  # before the model and the data load: empty, a file, unwritable, a name too long
     command = "digitrec " + shlex.join(sys.argv[1:]) if sys.argv and "digitrec" in sys.argv[0] else ""
     metrics = build_report(out, checkpoint=checkpoint, model=model, dataset=dataset, data_dir=data_dir,
                            offline=offline, device=device, progress=progress, command=command)

@@ -101,9 +101,7 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
         except (KeyError, ValueError, IndexError) as exc:
             raise UsageError(f"--out {out!r}: only {{model}}, {{dataset}} and {{seed}} are filled in; write a "
                              f"literal brace as {{{{ or }}}} ({type(exc).__name__}: {exc})") from None
-        if not config.out.strip():
-            raise UsageError("--out: give a folder (an empty name would write into the current one)")
-        writable_folder(folder)
+        writable_folder(folder if config.out.strip() else config.out)  # an empty --out is refused there
     results = []
     for k, config in enumerate(configs):
         folder = out_folder(config)
