@@ -25,9 +25,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/digitrec demo --out demo-out
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks tools notebooks
+test: lint
 	$(VENV)/bin/pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks tools notebooks
 
 serve: $(STAMP)
 	$(VENV)/bin/digitrec serve

@@ -110,7 +110,7 @@ def test_data_info_and_show(tmp_path):
     (["train", "--model", "best", "--arch", "width=-8"], ["cannot be built", "width"], 2),
     (["train", "--no-such-flag"], ["--no-such-flag"], 2),
     (["train", "--distill", "0.3"], ["--distill", "need --teacher"], 2),
-    (["train", "--teacher", "ensemble", "--distill", "2"], ["--distill must be in (0, 1]"], 2),
+    (["train", "--teacher", "ensemble", "--distill", "2"], ["--distill", "0<x<=1"], 2),
     (["train", "--teacher", "nope", "--epochs", "0.01"], ["--teacher nope", "no bundled model 'nope'"], 2),
     (["train", "--teacher", "src/digitrec/weights/reader.json", "--epochs", "0.01"],
      ["--teacher src/digitrec/weights/reader.json", "a row reader", "not a digit model"], 2),
@@ -127,7 +127,7 @@ def test_data_info_and_show(tmp_path):
     (["evaluate", "--checkpoint", "/nonexistent/model.json"], ["/nonexistent/model", "no such checkpoint"], 1),
     (["evaluate", "--checkpoint", "README.md"], ["README.md: not a checkpoint", "model card .json"], 1),
     (["evaluate", "--checkpoint", "src/digitrec/weights/__init__.py"], ["__init__.py: not a checkpoint"], 1),
-    (["evaluate", "--checkpoint", "x.json", "--model", "best"], ["give --checkpoint or --model, not both"], 2),
+    (["evaluate", "--checkpoint", "x.json", "--model", "best"], ["(--model), not both"], 2),
     (["predict", "--checkpoint", "x.json", "--model", "best", "digit.png"], ["not both"], 2),
     (["data", "info", "--dataset", "nope"], ["unknown dataset 'nope'"], 2),
     # a size of 0 builds a module that fails only in its first step: caught when the model is built

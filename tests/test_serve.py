@@ -497,7 +497,7 @@ def test_cli_port_taken_is_one_line():
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["--model", "best", "--checkpoint", "x.json"], 2, "give --checkpoint or --model, not both"),
+    (["--model", "best", "--checkpoint", "x.json"], 2, "(--model), not both"),
     (["--model", "nope"], 2, "no bundled model 'nope'"),
     (["--checkpoint", "missing/model.json"], 1, "missing/model.json"),
     (["--port", "70000"], 2, "Invalid value for '--port'"),

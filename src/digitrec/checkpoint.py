@@ -230,7 +230,7 @@ def choose(path: str | os.PathLike | None = None, name: str | None = None) -> Ch
     """The checkpoint a command names: `--checkpoint PATH`, else the bundled `--model NAME`, else the
     Recognizer's default; both given is a usage error."""
     if path is not None and name is not None:
-        raise UsageError("give --checkpoint or --model, not both")
+        raise UsageError("give a checkpoint path (--checkpoint) or a bundled model's name (--model), not both")
     if path is not None:
         return load(path)
     return bundled(name) if name is not None else default_bundled()

@@ -75,13 +75,13 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise UsageError(f"--device {name}: not a device (auto, cpu, cuda, cuda:N or mps)") from None
+        raise UsageError(f"device {name!r}: not a device (auto, cpu, cuda, cuda:N or mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: no CUDA GPU is available")
+        raise UsageError(f"device {name!r}: no CUDA GPU is available")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPUs")
+        raise UsageError(f"device {name!r}: there are {torch.cuda.device_count()} CUDA GPUs")
     if device.type == "mps" and not mps:
-        raise UsageError(f"--device {name}: MPS (Apple GPU) is not available")
+        raise UsageError(f"device {name!r}: MPS (Apple GPU) is not available")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"--device {name}: not a device digitrec runs on (auto, cpu, cuda, cuda:N or mps)")
+        raise UsageError(f"device {name!r}: not a device digitrec runs on (auto, cpu, cuda, cuda:N or mps)")
     return device

@@ -296,7 +296,7 @@ def _trunk_reader(trunk: str, hidden: int) -> tuple[TrunkReader, dict[str, Any]]
 
 
 def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[str], None] = _print,
-                 data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+                 data_dir: str | os.PathLike | None = None, offline: bool = False) -> dict[str, Any]:
     """Train a reader, validate it on held-out rows, write `out`/reader.safetensors + reader.json."""
     if config.rows < config.batch:  # batches are whole: fewer rows than one would leave nothing to train on
         raise UsageError(f"--rows {config.rows}: fewer than one batch of {config.batch}; give more rows or a "
@@ -304,7 +304,7 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    train = load_dataset("mnist", "train", data_dir)
+    train = load_dataset("mnist", "train", data_dir, offline)
     out = writable_folder(out)  # checked before the work, after the data (no empty folder on a data error)
     fit_idx, val_idx = validation_split(len(train.images), config.held_out, config.held_out_split)  # not seeded
     t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from digitrec.errors import UsageError
 @options.seed
 @options.data_dir
 @options.offline
-@click.option("--progress/--no-progress", default=True)
+@click.option("--progress/--no-progress", default=True, help="Progress bars on stderr.")
 def demo(out, models, seed, data_dir, offline, progress) -> None:
     """Train the seed MLP and the fast CNN on MNIST, evaluate them, show sample predictions."""
     from digitrec import checkpoint

@@ -40,7 +40,7 @@ def model_choice(default: str = "distilled"):
         @functools.wraps(command)
         def checked(*args, **kwargs):
             if kwargs.get("checkpoint") is not None and kwargs.get("model") is not None:
-                raise UsageError("give --checkpoint or --model, not both")
+                raise UsageError("give a checkpoint path (--checkpoint) or a bundled model's name (--model), not both")
             return command(*args, **kwargs)
 
         checked = click.option("--model", default=None, help=f"Bundled model: {names}.")(checked)

@@ -20,17 +20,26 @@ from PIL import Image
 from digitrec.cli import app, options
 from digitrec.errors import DigitrecError, UsageError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 CHUNK = 256  # files preprocessed and classified together: bounded memory, one forward pass each
 TASK = 8  # files per message to a preprocessing process: amortises pickling without starving the tail
 
 
+def image_suffixes() -> frozenset[str]:
+    """The file extensions Pillow registers for the formats `preprocess` reads."""
+    from digitrec.preprocess import FORMATS
+
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
+
+
 def expand(paths: tuple[str, ...]) -> Iterator[tuple[str, str | None]]:
-    """(file, error) pairs: folders are searched recursively for images, in sorted order."""
+    """(file, error) pairs: folders are searched recursively for images, in sorted order. In a folder, an image
+    is a file whose extension Pillow registers for a format read here (.jfif and .apng too); a file named on
+    the command line is read whatever it is called."""
+    suffixes = image_suffixes()
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
             if not found:
                 yield raw, f"{raw}: no image files in this folder"
             for f in found:

@@ -18,11 +18,12 @@ from digitrec.errors import UsageError
               help="Training rows composed from MNIST training digits (default: the recipe's).")
 @click.option("--val-rows", type=click.IntRange(min=1), default=None,
               help="Validation rows, from held-out training digits (default: the recipe's).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Rows per step (default: the recipe's).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate (default: the recipe's).")
 @click.option("--width", type=click.IntRange(min=4), default=None, help="Channels of the first conv (default 24).")
 @click.option("--hidden", type=click.IntRange(min=4), default=None, help="GRU size per direction (default 64).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@options.seed
 @click.option("--init", "init", type=click.Path(dir_okay=True), default=None,
               help="Start from this reader (card .json or its folder) instead of random weights; its width "
                    "and hidden size are used.")
@@ -47,10 +48,12 @@ from digitrec.errors import UsageError
                    "(0 keeps it frozen).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @options.data_dir
+@options.offline
 @click.option("--out", default="runs/reader-s{seed}", show_default=True, help="Output folder.")
 @options.json_out
 def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, init, digit_augment, digit_copies,
-                 extra_digits, held_out, held_out_split, trunk, tune_trunk, threads, data_dir, out, json_out) -> None:
+                 extra_digits, held_out, held_out_split, trunk, tune_trunk, threads, data_dir, offline, out,
+                 json_out) -> None:
     """Train the multi-digit row reader on composed rows; write OUT/reader.safetensors + reader.json."""
     from digitrec.augment import check_ranges
     from digitrec.reader import Reader
@@ -91,7 +94,7 @@ def train_reader(steps, rows, val_rows, batch_size, lr, width, hidden, seed, ini
     def log(msg: str) -> None:
         print(msg, file=sys.stderr if json_out else sys.stdout, flush=True)
 
-    result = run(config, out.format(seed=seed), log=log, data_dir=data_dir)
+    result = run(config, out.format(seed=seed), log=log, data_dir=data_dir, offline=offline)
     print(f"validation {100 * result['val_string_accuracy']:.2f} % whole-string  "
           f"train {result['train_seconds']:.1f}s  -> {result['checkpoint']}")
     if json_out:

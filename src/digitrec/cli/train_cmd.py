@@ -35,8 +35,10 @@ def _parse_arch(text: str | None) -> dict[str, int | float]:
 @options.dataset
 @click.option("--epochs", type=options.FiniteRange(min=0, max=100_000, min_open=True), default=None,
               help="Default: the model's recipe. A fraction (e.g. 0.8) stops the last epoch early.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None)
-@click.option("--lr", type=options.FiniteRange(min=0, max=100, min_open=True), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per step (default: the recipe's).")
+@click.option("--lr", type=options.FiniteRange(min=0, max=100, min_open=True), default=None,
+              help="Peak learning rate (default: the recipe's).")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
 @click.option("--val", type=click.IntRange(min=0), default=0, show_default=True,
               help="Hold out N training images for validation (and temperature calibration).")
@@ -54,7 +56,7 @@ def _parse_arch(text: str | None) -> dict[str, int | float]:
 @click.option("--extra-digits", type=click.Path(dir_okay=False), default=None,
               help="Train on these labelled 28x28 digits too: an .npz with 'images' (uint8 [N, 28, 28], ink "
                    "bright) and 'labels', e.g. from `python tools/handwriting_fonts.py digits`.")
-@click.option("--distill", type=options.FiniteRange(), default=None,
+@click.option("--distill", type=options.FiniteRange(0, 1, min_open=True), default=None,
               help="With --teacher: weight of the soft labels (0.5).")
 @click.option("--distill-temperature", type=options.FiniteRange(0, 1000, min_open=True), default=None,
               help="With --teacher: softening temperature of both outputs (4.0).")
