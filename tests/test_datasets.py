@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -162,6 +163,16 @@ def test_a_cache_in_the_way_only_costs_speed(cache_dir):
     entry.mkdir()
     again = load_dataset("mnist", "test", offline=True, progress=False)
     np.testing.assert_array_equal(again.images, good.images)
+
+
+def test_a_pipe_in_the_cache_only_costs_speed(cache_dir):
+    """np.load on a pipe blocks for ever: an entry that is no regular file is skipped and replaced."""
+    good = load_dataset("mnist", "test", offline=True, progress=False)
+    entry = cache_file(cache_dir, "mnist", "t10k-labels-idx1-ubyte.gz")
+    entry.unlink()
+    os.mkfifo(entry)
+    again = load_dataset("mnist", "test", offline=True, progress=False)
+    np.testing.assert_array_equal(again.labels, good.labels)
 
 
 def test_unwritable_cache_only_costs_speed(tmp_path, monkeypatch):

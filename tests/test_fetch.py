@@ -413,3 +413,90 @@ def test_a_download_stopped_by_a_signal_leaves_nothing(server, tmp_path, sig):
     assert proc.returncode in (128 + getattr(signal, sig), 130), (proc.returncode, err)
     assert "Traceback" not in err
     assert not (tmp_path / "data" / "mnist").exists() and not (tmp_path / "grid.png").exists()
+
+
+def test_a_mirror_sending_more_than_the_file_is_cut_off(mirrors, tmp_path, capsys):
+    """The registry knows each file's size: a mirror offering or sending more (an error page, another file,
+    an endless stream) is left at once for the next, and never fills the disk. A fallback is a warning."""
+    one, two = mirrors
+    body = real(TEST_LABELS)
+    one["offered.gz"] = body * 3
+    one["streamed.gz"] = Raw(b"HTTP/1.0 200 OK\r\n\r\n" + body * 3)  # no Content-Length
+    one["short.gz"] = Raw(b"HTTP/1.0 200 OK\r\n\r\n" + body[:1000])
+    two[TEST_LABELS] = body
+    urls = [one.url("offered.gz"), one.url("streamed.gz"), one.url("short.gz")]
+    dest = tmp_path / TEST_LABELS
+    with pytest.raises(DataError) as info:
+        fetch.download(urls, dest, MNIST.sha256[TEST_LABELS], progress=False, expected_size=len(body))
+    message = str(info.value)
+    assert f"offered.gz: {3 * len(body)} bytes offered (application/octet-stream), expected {len(body)}" in message
+    assert f"streamed.gz: more than the expected {len(body)} bytes" in message
+    assert f"short.gz: transfer cut short (1000 of {len(body)} bytes)" in message
+    assert folder_contents(tmp_path) == []
+    capsys.readouterr()
+    fetch.download([*urls, two.url(TEST_LABELS)], dest, MNIST.sha256[TEST_LABELS], progress=False,
+                   expected_size=len(body))
+    assert dest.read_bytes() == body
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 3 and all(w.startswith("digitrec: warning: ") and w.endswith("trying the next mirror")
+                                      for w in warnings)
+
+
+def test_a_pipe_as_a_file_mirror_is_refused_not_read(server, tmp_path):
+    """A file:// mirror has no socket timeout: a pipe there blocked for ever, and the next mirror was never asked."""
+    (tmp_path / "copy" / "mnist").mkdir(parents=True)
+    os.mkfifo(tmp_path / "copy" / "mnist" / TEST_LABELS)
+    server[TEST_LABELS] = real(TEST_LABELS)
+    dest = tmp_path / "data" / TEST_LABELS
+    fetch.download([(tmp_path / "copy" / "mnist" / TEST_LABELS).as_uri(), server.url(TEST_LABELS)], dest,
+                   MNIST.sha256[TEST_LABELS], progress=False)
+    assert dest.read_bytes() == real(TEST_LABELS)
+
+
+def test_a_failed_download_leaves_no_empty_folders(server, tmp_path):
+    """Every folder the download made goes with it, not only the dataset's: a mistyped --data-dir or
+    $DIGITREC_DATA left new empty folders behind."""
+    with pytest.raises(DataError):
+        fetch.ensure_files(labels_spec(server.base_url), tmp_path / "new" / "deeper", progress=False)
+    assert folder_contents(tmp_path) == []
+
+
+def test_stale_part_files_of_a_killed_download_are_removed(server, tmp_path):
+    """kill -9 runs no cleanup: a half-written twin older than ten minutes is no live download's."""
+    import time
+
+    server[TEST_LABELS] = real(TEST_LABELS)
+    stale, live = tmp_path / f".{TEST_LABELS}.abcd1234.part", tmp_path / f".{TEST_LABELS}.efgh5678.part"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"half")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    fetch.download([server.url(TEST_LABELS)], tmp_path / TEST_LABELS, MNIST.sha256[TEST_LABELS], progress=False)
+    assert folder_contents(tmp_path) == sorted([TEST_LABELS, live.name])
+
+
+def test_files_in_the_wrong_form_or_place_are_named(tmp_path):
+    """Uncompressed IDX files (a common layout) and another dataset's file are told apart from missing or
+    corrupt ones."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    (folder / TRAIN_LABELS.removesuffix(".gz")).write_bytes(b"idx")
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte is there uncompressed"):
+        fetch.ensure_files(labels_spec(), tmp_path, offline=True, progress=False)
+    shutil.copy(Path("/work/shared/data/fashion-mnist") / TRAIN_LABELS, folder / TRAIN_LABELS)
+    with pytest.raises(DataError, match=rf"this is fashion-mnist/{TRAIN_LABELS}, not mnist/{TRAIN_LABELS}"):
+        fetch.ensure_files(labels_spec(), tmp_path, offline=True, progress=False)
+
+
+def test_a_dead_mirror_is_waited_for_once_not_for_every_file(mirrors, tmp_path, monkeypatch):
+    """A mirror that timed out for one file is skipped for the next: each wait cost 30 s per file."""
+    import functools
+
+    one, two = mirrors
+    for name in (TRAIN_LABELS, TEST_LABELS):
+        one[name] = Stall(30, real(name))
+        two[name] = real(name)
+    monkeypatch.setattr(fetch, "download", functools.partial(fetch.download, timeout=0.5))
+    spec = labels_spec(one.base_url, two.base_url)
+    fetch.ensure_files(spec, tmp_path, progress=False)
+    assert one.requests == ["/" + TRAIN_LABELS]
+    assert two.requests == ["/" + TRAIN_LABELS, "/" + TEST_LABELS]

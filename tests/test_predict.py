@@ -14,7 +14,7 @@ from PIL import Image
 
 from digitrec import NumberReading, Prediction, Recognizer, preprocess
 from digitrec.data import load_dataset
-from digitrec.errors import ImageError
+from digitrec.errors import ImageError, UsageError
 from digitrec.synth import compose_number, encode, render_user_like, user_like_set
 
 
@@ -435,3 +435,53 @@ def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch):
     exec(compile(code, "README.md (Python API)", "exec"), namespace)
     assert namespace["p"].digit == 7 and not namespace["p"].unsure
     assert namespace["number"].text == "417" and len(namespace["number"].digits) == 3
+
+
+def test_predict_array_refuses_masks_and_dark_ink_on_light(rec, test_set):
+    """Both were read as confident digits: a 0/1 mask divided by 255 is a faint smudge (all read 1 at 0.83),
+    and dark ink on light paper is MNIST's negative. The border ring of MNIST's digits holds under 5 % ink."""
+    x = test_set.images[:8]
+    with pytest.raises(ImageError, match="0/1 mask"):
+        rec.predict_array((x > 127).astype(np.uint8))
+    with pytest.raises(ImageError, match="dark ink on light paper"):
+        rec.predict_array(255 - x)
+    with pytest.raises(ImageError, match="numeric pixels"):
+        rec.predict_array(np.full((28, 28), None, dtype=object))
+    assert [p.digit for p in rec.predict_array(x)] == [p.digit for p in rec.predict_array(x / 255.0)]
+
+
+def test_api_inputs_that_are_no_image_give_one_clear_error(rec, tmp_path):
+    png = tmp_path / "blank.png"
+    Image.new("L", (64, 64), 255).save(png)
+    with Image.open(png) as closed:
+        pass  # used after its with-block: Pillow's own AssertionError, which failed a whole predict_many
+    with pytest.raises(ImageError, match="closed before its pixels were read"):
+        rec.predict(closed)
+    results = rec.predict_many([str(png), closed], errors="return")
+    assert isinstance(results[0], Prediction) and isinstance(results[1], ImageError) and "closed" in str(results[1])
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list")
+    with open(notes, "rb") as f, pytest.raises(ImageError, match=f"^{notes}: not an image"):
+        rec.predict(f)  # the file's name, not <bytes>
+    with open(notes, "rb") as f:
+        f.read()
+        with pytest.raises(ImageError, match="nothing to read"):
+            rec.predict(f)
+    with pytest.raises(ImageError, match="empty file name"):
+        rec.predict("")
+
+    class BytesPath:
+        def __fspath__(self) -> bytes:
+            return os.fsencode(png)
+
+    assert rec.predict(BytesPath()).digit is None  # a blank page, read: pathlib refused bytes with a TypeError
+    for one in (open(png, "rb"), io.BytesIO(png.read_bytes()), None, 5):
+        with pytest.raises(UsageError, match="predict_many takes a list of images"):
+            rec.predict_many(one)
+    with pytest.raises(UsageError, match="reader must be"):
+        Recognizer.load(reader=3)
+
+
+def test_top_k_of_a_blank_page_is_empty(rec):
+    blank = rec.predict(np.full((64, 64), 255, np.uint8))
+    assert blank.digit is None and blank.top_k(3) == [] and blank.to_dict(top_k=3)["top_k"] == []

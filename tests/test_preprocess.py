@@ -1070,6 +1070,33 @@ def test_a_dot_or_speck_is_no_digit(side):
     assert to_mnist(one).has_ink and to_mnist(zero).has_ink
 
 
+@pytest.mark.parametrize("size, radius", [((400, 240), 3), ((800, 600), 1), ((800, 600), 3), ((1600, 1200), 4)])
+def test_a_small_dot_on_a_photo_sized_page_is_no_digit(size, radius):
+    """Ink far smaller than the page is read again, closer (`_refine`). A region of a few source pixels was
+    enlarged smoothly there, and the soft edges passed the dot for a stroke: a confident 0 or 4."""
+    page = Image.new("L", size, 235)
+    c = (size[0] // 2, size[1] // 2)
+    ImageDraw.Draw(page).ellipse((c[0] - radius, c[1] - radius, c[0] + radius, c[1] + radius), fill=20)
+    assert not to_mnist(page).has_ink
+    if size[0] <= 800:  # a 7 20 px tall, beside it, is still a digit (on larger pages it fades either way)
+        ImageDraw.Draw(page).line([(c[0] + 40, c[1] - 10), (c[0] + 52, c[1] - 10), (c[0] + 43, c[1] + 10)],
+                                  fill=20, width=2)
+        assert to_mnist(page).has_ink
+
+
 def test_no_mnist_digit_is_taken_for_a_dot(mnist_test):
     """The dot rule's margin, on the digits it was measured on (the training set) and the test set."""
     assert all(to_mnist(img).has_ink for img in mnist_test.images[:2000])
+
+
+@pytest.mark.parametrize("region", [(1000, 1000, 2000, 2000), (10, 10, 10, 10), (-50, -50, 100, 100),
+                                    (-300, 0, 400, 240)])
+def test_ink_map_refuses_a_region_outside_the_image(region):
+    """A region outside the image was a ZeroDivisionError; one starting at a negative column silently read
+    numpy's wrapped-around columns."""
+    page = np.full((240, 400), 235, np.uint8)
+    page[100:140, 100:110] = 20
+    for source in (page, Image.fromarray(page)):
+        with pytest.raises(ImageError, match="is not inside the 400x240 image"):
+            preprocess.ink_map(source, region=region)
+    assert preprocess.ink_map(page, region=(50, 50, 200, 200)).has_ink

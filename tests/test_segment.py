@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from digitrec.data import load_dataset
 from digitrec.errors import DataError, ImageError
@@ -308,3 +309,33 @@ def test_a_thumbnail_row_is_enlarged_before_reading(best, mnist_test):
         right += reading.text == "".join(str(d) for d in mnist_test.labels[picks])
         assert all(0 <= d.box[0] < d.box[2] <= small.width for d in reading.digits)  # boxes in its own pixels
     assert right >= 8
+
+
+def _dots(size: tuple[int, int], centres: list[tuple[int, int]], radius: int) -> Image.Image:
+    page = Image.new("L", size, 235)
+    for cx, cy in centres:
+        ImageDraw.Draw(page).ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=20)
+    return page
+
+
+@pytest.mark.parametrize("page", [_dots((160, 120), [(80, 60)], 3), _dots((400, 240), [(200, 120)], 8),
+                                  _dots((400, 240), [(133, 120), (266, 120)], 6)], ids=["speck", "tap", "two-taps"])
+def test_dots_alone_are_no_number(best, page):
+    """A tap or a speck is no digit in a row either, as `to_mnist` says for one digit: every method read
+    them as '0', '4' or '00' at confidence 1.0."""
+    for method in ("auto", "reader", "fused", "segment"):
+        reading = best.read_number(page, method=method)
+        assert reading.text == "" and reading.unsure, (method, reading.text)
+    assert split_digits(page) == []
+
+
+def test_boxes_of_a_tiny_image_lie_inside_it(best):
+    """An image under 24 px is enlarged when decoded and again as a thumbnail row: the boxes were in the
+    enlarged pixels, up to 2.5x outside the image."""
+    icon = Image.new("L", (16, 16), 235)
+    ImageDraw.Draw(icon).line([(4, 2), (12, 2), (6, 13)], fill=30, width=1)
+    for method in ("auto", "reader", "segment"):
+        reading = best.read_number(icon, method=method)
+        assert reading.digits, method
+        assert all(0 <= d.box[0] < d.box[2] <= 16 and 0 <= d.box[1] < d.box[3] <= 16 for d in reading.digits), (
+            method, [d.box for d in reading.digits])

@@ -107,9 +107,20 @@ class InkMap:
 # ---------------------------------------------------------------------------------------------- decoding
 
 
+class _FileBytes(bytes):
+    """The contents of an open file, read once by `readable`, keeping the file's name for error messages."""
+
+    def __new__(cls, data: bytes, name: object) -> _FileBytes:
+        self = super().__new__(cls, data)
+        self.name = str(name)
+        return self
+
+
 def _name(source: object) -> str:
+    if isinstance(source, _FileBytes):
+        return source.name
     if isinstance(source, (str, os.PathLike)):
-        text = str(source)
+        text = os.fsdecode(source)
         return text if len(text) <= 200 else f"{text[:90]}...{text[-90:]}"  # errors stay one readable line
     return "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else "<image>"
 
@@ -130,9 +141,14 @@ def readable(source: object) -> ImageSource:
             data = source.read()
         except (OSError, ValueError) as exc:  # closed, unreadable
             raise ImageError(f"{name or '<file>'}: cannot read ({exc})") from None
+        if isinstance(data, memoryview):
+            data = data.tobytes()
         if not isinstance(data, (bytes, bytearray)):
-            raise ImageError(f"{name or '<file>'}: opened in text mode; open it with 'rb'")
-        return bytes(data)
+            raise ImageError(f"{name or '<file>'}: read() gave {type(data).__name__}, not bytes (open the file with "
+                             "'rb'; for an async upload, pass its .file or the bytes it gives)")
+        if not data:
+            raise ImageError(f"{name or '<file>'}: nothing to read (an empty file, or one already read to the end)")
+        return _FileBytes(data, name) if name is not None else bytes(data)
     raise ImageError(f"<{type(source).__name__}>: not an image (give a path, bytes, an open file, a PIL image "
                      "or a numpy array)")
 
@@ -152,7 +168,9 @@ def _open(source: str | os.PathLike | bytes | bytearray | memoryview) -> Image.I
             raise ImageError(f"{name}: empty image data")
         fp: object = io.BytesIO(bytes(source))
     else:
-        path = Path(source)
+        if not os.fspath(source):
+            raise ImageError("'': an empty file name")
+        path = Path(os.fsdecode(source))
         try:
             size = path.stat().st_size
         except (OSError, ValueError) as e:  # ValueError: a NUL character in a Path
@@ -364,6 +382,9 @@ def _pil_pixels(im: Image.Image, name: str, ours: bool, max_side: int | None,
     if im.format is not None and im.format not in (*FORMATS, "MPO"):  # a caller's EPS would run Ghostscript
         raise ImageError(f"{name}: not an image in a format read here ({_FORMAT_NAMES})")
     width, height = im.size  # before a draft shrinks it
+    if getattr(im, "tile", None) and getattr(im, "fp", None) is None:  # Pillow would fail an assert
+        raise ImageError(f"{name}: the image was closed before its pixels were read (load() it first, or pass "
+                         "its path)")
     try:  # loaded before the EXIF is read: for a PNG, getexif() loads the pixels and hides a decoding error
         if ours and max_side and im.format == "JPEG" and im.mode in ("L", "RGB"):
             span = max(im.size) if region is None else max(region[2] - region[0], region[3] - region[1])
@@ -377,12 +398,19 @@ def _pil_pixels(im: Image.Image, name: str, ours: bool, max_side: int | None,
     if turn != 1:
         im = ImageOps.exif_transpose(im)
     if region is not None:
+        _check_region(region, full_w, full_h, name)
         fx, fy = im.width / full_w, im.height / full_h
         x0, y0, x1, y1 = region
         im = im.crop((int(x0 * fx), int(y0 * fy), math.ceil(x1 * fx), math.ceil(y1 * fy)))
     if max_side and max(im.size) > max_side and im.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
         im = im.reduce(math.ceil(max(im.size) / max_side))
     return _pil_channels(im, name), (full_w, full_h)
+
+
+def _check_region(region: tuple[int, int, int, int], width: int, height: int, name: str) -> None:
+    x0, y0, x1, y1 = region
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ImageError(f"{name}: region {tuple(region)} is not inside the {width}x{height} image")
 
 
 def _decode(source: ImageSource, max_side: int | None, region: tuple[int, int, int, int] | None = None,
@@ -395,6 +423,7 @@ def _decode(source: ImageSource, max_side: int | None, region: tuple[int, int, i
         pixels, alpha = _array_channels(source)
         full_h, full_w = pixels.shape[:2]
         if region is not None:
+            _check_region(region, full_w, full_h, "<array>")
             x0, y0, x1, y1 = region
             pixels = pixels[y0:y1, x0:x1]
             alpha = None if alpha is None else alpha[y0:y1, x0:x1]
@@ -1486,7 +1515,9 @@ def _refine(source: ImageSource, src: tuple[int, int, int, int], coarse: InkMap)
     x0, y0, x1, y1 = src
     if max(x1 - x0, y1 - y0) <= 4:  # a speck in the source itself, which closer looks only blow up
         return _blank()
-    margin = 0.5 * max(x1 - x0, y1 - y0)
+    # at least _TINY_SIDE px of source round it: a smaller region would be upsampled bicubically
+    # (`_decode`), whose soft edges make a dot pass `_dot` as a stroke (a 3-px speck read as a confident 4)
+    margin = max(0.5 * max(x1 - x0, y1 - y0), (_TINY_SIDE - min(x1 - x0, y1 - y0)) / 2 + 1)
     full_w = round((coarse.labels.shape[1] - 2 * coarse.margin) * coarse.scale[0])
     full_h = round((coarse.labels.shape[0] - 2 * coarse.margin) * coarse.scale[1])
     region = (max(0, int(x0 - margin)), max(0, int(y0 - margin)),

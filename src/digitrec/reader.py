@@ -75,6 +75,8 @@ def line_image(source: ImageSource) -> Line | None:
     if live.size == 0:
         return None
     keep, left_out = row_components(ink)
+    if keep.size == 0:  # only dots
+        return None
     soft, box = crop_soft(ink, keep)
     if soft.size == 0:
         return None

@@ -65,6 +65,8 @@ class Prediction:
         """The `k` most likely digits (1 to 10), best first, with their probabilities."""
         if not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self.probabilities):
             raise UsageError(f"top_k takes 1 to {len(self.probabilities)} digits, not {k!r}")
+        if self.digit is None:  # no ink: no ranking of ten zeros (as `to_dict`)
+            return []
         order = np.argsort(-self.probabilities)[:k]
         return [(int(d), float(self.probabilities[d])) for d in order]
 
@@ -146,6 +148,8 @@ class Recognizer:
 
     def __init__(self, loaded: checkpoint.Checkpoint, device: str = "cpu", tta: bool | None = None,
                  unsure_below: float = UNSURE_BELOW, reader: Reader | str | os.PathLike | None = "bundled"):
+        if not (reader is None or isinstance(reader, (Reader, str, os.PathLike))):
+            raise UsageError(f"reader must be 'bundled', a reader checkpoint's path, a Reader or None, not {reader!r}")
         dataset = loaded.card.get("dataset", "mnist")
         if dataset != "mnist":  # preprocessing makes any image an MNIST digit: clothes would be wrecked by it
             raise UsageError(f"{loaded.path}: a {dataset} model; the Recognizer (and predict, serve) reads "
@@ -234,14 +238,18 @@ class Recognizer:
         if errors not in ("raise", "return"):
             raise UsageError(f"errors must be 'raise' or 'return', not {errors!r}")
         one_array = isinstance(images, np.ndarray) and (images.ndim < 3 or (images.ndim == 3 and images.shape[2] <= 4))
-        if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or one_array:
+        one_file = callable(getattr(images, "read", None))  # an open file iterates over its lines
+        if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or one_array or one_file:
             # one image: iterating it would read a path letter by letter, an array row by row (a stack of
             # arrays, [N, H, W] or [N, H, W, C], is many images)
             raise UsageError(f"predict_many takes a list of images, not one {type(images).__name__}; "
                              "use predict for one image")
         if workers is not None and (not isinstance(workers, int) or workers < 0):
             raise UsageError(f"workers must be a whole number of threads (0 or None: one per core), not {workers!r}")
-        images = list(images)
+        try:
+            images = list(images)
+        except TypeError:
+            raise UsageError(f"predict_many takes a list of images, not {type(images).__name__}") from None
         workers = workers or min(len(images), os.cpu_count() or 1) or 1
         for image in images:
             if isinstance(image, Image.Image):
@@ -276,6 +284,8 @@ class Recognizer:
             images = images[None]
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise ImageError(f"expected MNIST-normalised arrays of shape [N, 28, 28], got {images.shape}")
+        if images.dtype == object:
+            raise ImageError(f"predict_array: expected numeric pixels, got {images.dtype} values")
         floats = images.astype(np.float32)
         if not np.isfinite(floats).all():
             raise ImageError("predict_array: pixels contain NaN or infinity")
@@ -286,6 +296,15 @@ class Recognizer:
             # another range means another normalisation than the model's: read wrongly, with confidence
             raise ImageError(f"predict_array: expected MNIST-normalised pixels, uint8 0..255 or float 0..1 (got "
                              f"{images.dtype} {floats.min(initial=0.0):g}..{top:g}); predict() reads other images")
+        if np.issubdtype(images.dtype, np.integer) and 0 < top <= 1:
+            # a 0/1 mask divided by 255 is a faint smudge the model reads as a confident 1
+            raise ImageError("predict_array: a 0/1 mask, not uint8 0..255; multiply it by 255 or use predict()")
+        edge = np.concatenate([floats[:, :2, :], floats[:, -2:, :], floats[:, :, :2].transpose(0, 2, 1),
+                               floats[:, :, -2:].transpose(0, 2, 1)], axis=1)  # [N, 8, 28]: the outer 2 px
+        if (edge.mean(axis=(1, 2)) > 0.5).any():
+            # MNIST is white ink on black (the border ring of its 60,000 training digits: at most 4 % ink)
+            raise ImageError("predict_array: dark ink on light paper (MNIST is white on black); invert it (255 - x or "
+                             "1 - x) or use predict()")
         return self._predictions([Prepared(img, bool(img.max() > 0), None) for img in floats])
 
     def read_number(self, image: ImageSource, method: str = "auto") -> NumberReading:

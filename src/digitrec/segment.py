@@ -29,6 +29,7 @@ from PIL import Image
 from digitrec.preprocess import (
     ImageSource,
     InkMap,
+    _dot,
     crop_soft,
     digit_ink_left_out,
     ink_map,
@@ -102,8 +103,17 @@ def row_components(ink: InkMap) -> tuple[np.ndarray, bool]:
     whether digit-sized ink was left off it (a second row, digits stacked in a column): a digit's worth of
     ink is the average kept component's. `ink` must hold some live ink."""
     groups, _ = _groups(ink)
-    keep = np.concatenate(groups) if groups else np.flatnonzero(ink.mass > 0)
+    digits = _without_dots(ink, groups)
+    if groups and not digits:  # only filled dots (a tap, a speck): no digit, as for one digit (`to_mnist`)
+        return np.empty(0, np.intp), False
+    keep = np.concatenate(digits) if digits else np.flatnonzero(ink.mass > 0)
     return keep, digit_ink_left_out(ink, keep, float(ink.mass[keep].sum()) / max(1, len(keep)))
+
+
+def _without_dots(ink: InkMap, groups: list[np.ndarray]) -> list[np.ndarray]:
+    """The groups that are not a filled dot or a speck (`preprocess._dot`), which the digit model and the
+    readers read as a confident 0 or 4."""
+    return [g for g in groups if not _dot(crop_soft(ink, g)[0])]
 
 
 def ink_left_out(ink: InkMap) -> bool:
@@ -119,8 +129,8 @@ def _enlarged(source: ImageSource, ink: InkMap, live: np.ndarray) -> InkMap:
     throwaway check, session 35)."""
     heights = ink.boxes[live, 3] - ink.boxes[live, 1]
     text = float(np.median(heights[heights >= 0.5 * heights.max()])) * ink.scale[1]  # in source pixels
-    if text >= _SMALL_TEXT:
-        return ink
+    if text >= _SMALL_TEXT or all(_dot(crop_soft(ink, np.array([c]))[0]) for c in live):
+        return ink  # (dots only: enlarged smoothly, their soft edges pass them for strokes)
     k = min(4, math.ceil(28 / max(text, 1.0)))
     grey = load_image(source)
     big = Image.fromarray(np.ascontiguousarray(grey, np.float32), "F").resize(
@@ -129,7 +139,9 @@ def _enlarged(source: ImageSource, ink: InkMap, live: np.ndarray) -> InkMap:
     enlarged = ink_map(pixels, max_side=max(pixels.shape))
     if not enlarged.has_ink or not np.any(enlarged.mass > 0):
         return ink
-    enlarged.scale = (1.0 / k, 1.0 / k)
+    # source pixels per enlarged pixel: `load_image` has itself upsampled a thumbnail under 24 px
+    enlarged.scale = (ink.labels.shape[1] * ink.scale[0] / pixels.shape[1],
+                      ink.labels.shape[0] * ink.scale[1] / pixels.shape[0])
     return enlarged
 
 
@@ -367,7 +379,7 @@ def split_digits(source: ImageSource) -> list[DigitCrop]:
     if not ink.has_ink:
         return []
     groups, height = _groups(ink)
-    crops = [crop_soft(ink, g) for g in groups]
+    crops = [crop_soft(ink, g) for g in _without_dots(ink, groups)]
     crops = [(soft, box) for soft, box in crops if soft.size]
     if not crops:
         return []
@@ -442,7 +454,7 @@ def _shape(digit: np.ndarray, height: float, typical: float) -> tuple[float, flo
 def _lattice(ink: InkMap) -> _Lattice | None:
     """The candidate digits of a row (see `segment_with_scores`); None when there are none."""
     groups, height = _groups(ink)
-    crops = [crop_soft(ink, g) for g in groups]
+    crops = [crop_soft(ink, g) for g in _without_dots(ink, groups)]
     crops = [(soft, box) for soft, box in crops if soft.size]
     if not crops:
         return None

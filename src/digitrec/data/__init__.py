@@ -60,6 +60,8 @@ def _load_cached(path: Path, sha: str) -> np.ndarray:
         entries = []
     for entry in entries:
         try:
+            if not entry.is_file():  # a pipe would block np.load for ever, a folder cannot be loaded
+                raise ValueError(f"{entry}: not a regular file")
             array = np.load(entry, allow_pickle=False)
             if entry.stem == f"{stem}-{_digest(array)}":
                 return array

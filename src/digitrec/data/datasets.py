@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from digitrec.errors import UsageError
 
@@ -19,6 +19,8 @@ class DatasetSpec:
     classes: tuple[str, ...]
     # base URLs, tried in order; each must end in "/"
     mirrors: tuple[str, ...]
+    # file name -> size in bytes of the .gz file as published (a download that grows past it is cut off)
+    sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def all_files(self) -> list[str]:
@@ -45,6 +47,8 @@ MNIST = DatasetSpec(
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
         "https://yann.lecun.com/exdb/mnist/",
     ),
+    sizes={"train-images-idx3-ubyte.gz": 9912422, "train-labels-idx1-ubyte.gz": 28881,
+           "t10k-images-idx3-ubyte.gz": 1648877, "t10k-labels-idx1-ubyte.gz": 4542},
 )
 
 FASHION_MNIST = DatasetSpec(
@@ -62,6 +66,8 @@ FASHION_MNIST = DatasetSpec(
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
     ),
+    sizes={"train-images-idx3-ubyte.gz": 26421880, "train-labels-idx1-ubyte.gz": 29515,
+           "t10k-images-idx3-ubyte.gz": 4422102, "t10k-labels-idx1-ubyte.gz": 5148},
 )
 
 REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}

@@ -10,10 +10,14 @@ the registry's public mirrors, unless $DIGITREC_PUBLIC_MIRRORS is off (a network
 from __future__ import annotations
 
 import base64
+import contextlib
+import glob
 import hashlib
 import http.client
 import os
 import shlex
+import socket
+import sys
 import tempfile
 import time
 import urllib.error
@@ -26,7 +30,7 @@ import platformdirs
 from tqdm.auto import tqdm
 
 from digitrec.atomic import atomic_open
-from digitrec.data.datasets import DatasetSpec
+from digitrec.data.datasets import REGISTRY, DatasetSpec
 from digitrec.errors import DataError
 
 ENV_VAR = "DIGITREC_DATA"
@@ -170,19 +174,55 @@ def _writable_destination(dest: Path) -> None:
         raise _LocalWriteError(f"{dest}: cannot write the download there ({exc.strerror or exc})") from None
 
 
+def _host(url: str) -> str:
+    """scheme://host:port of a network URL ('' for file://): what a dead mirror's files share."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}" if parts.scheme in ("http", "https") else ""
+
+
+def _remove_stale_parts(dest: Path, age: float = 600.0) -> None:
+    """Delete the half-written twins of `dest` that a killed download left (kill -9 runs no cleanup). One
+    unchanged for `age` seconds is no live download's: a live one writes, or gives up, within a minute."""
+    for part in dest.parent.glob(f".{glob.escape(dest.name)}.*.part"):
+        with contextlib.suppress(OSError):
+            if time.time() - part.stat().st_mtime > age:
+                part.unlink()
+
+
+def _local_source(url: str) -> None:
+    """A file:// mirror gets no socket timeout: a pipe (or a folder) there would block or fail obscurely."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":
+        local = Path(urllib.request.url2pathname(parts.path))
+        if local.exists() and not local.is_file():
+            raise DataError(f"{local}: not a regular file")
+
+
 def download(urls: list[str], dest: Path, expected_sha256: str, timeout: float = 30.0,
-             progress: bool = True, min_rate: float = MIN_RATE, patience: float = 60.0) -> None:
+             progress: bool = True, min_rate: float = MIN_RATE, patience: float = 60.0,
+             expected_size: int | None = None, unreachable: set[str] | None = None) -> None:
     """Try each URL in turn until one yields a file with the right checksum; write it atomically. A
     mirror is given up after `timeout` seconds without a byte, or when it sends under `min_rate`
-    bytes/s on average once `patience` seconds have passed (a trickle would otherwise take hours)."""
+    bytes/s on average once `patience` seconds have passed (a trickle would otherwise take hours).
+    `unreachable`: hosts that timed out or refused earlier in this run, skipped (and added to)."""
     _writable_destination(dest)
+    _remove_stale_parts(dest)
     failures: list[str] = []
+    earlier = set(unreachable or ())  # this file's own mirrors are each tried: two bases may share a host
     for url in urls:
+        host = _host(url)
+        if host in earlier:
+            failures.append(f"{_shown(url)}: skipped (unreachable for an earlier file)")
+            continue
         try:
+            _local_source(url)
             with atomic_open(dest, "wb") as out:
                 digest = hashlib.sha256()
                 with _OPENER.open(_request(url), timeout=timeout) as response:
                     total = int(response.headers.get("Content-Length") or 0) or None
+                    if expected_size and total and total != expected_size:  # an HTML page, another file
+                        raise DataError(f"{total} bytes offered ({response.headers.get_content_type()}), "
+                                        f"expected {expected_size}")
                     received, start = 0, time.monotonic()
                     with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
                               disable=not progress, leave=False) as bar:
@@ -194,13 +234,15 @@ def download(urls: list[str], dest: Path, expected_sha256: str, timeout: float =
                             except OSError as exc:  # a full disk: ours, not the mirror's
                                 raise _LocalWriteError(f"{dest}: cannot write ({exc.strerror or exc})") from None
                             received += len(chunk)
+                            if expected_size and received > expected_size:  # not the file: never fill the disk
+                                raise DataError(f"more than the expected {expected_size} bytes")
                             bar.update(len(chunk))
                             elapsed = time.monotonic() - start
                             if elapsed > patience and received < min_rate * elapsed:
                                 raise DataError(f"too slow ({received / elapsed / 1000:.1f} kB/s after "
                                                 f"{elapsed:.0f} s)")
-                if total is not None and received < total:
-                    raise DataError(f"transfer cut short ({received} of {total} bytes)")
+                if received < (total or expected_size or 0):  # without a Content-Length, the published size
+                    raise DataError(f"transfer cut short ({received} of {total or expected_size} bytes)")
                 if digest.hexdigest() != expected_sha256:
                     raise DataError("checksum mismatch")
             return
@@ -209,6 +251,11 @@ def download(urls: list[str], dest: Path, expected_sha256: str, timeout: float =
         except (urllib.error.URLError, OSError, http.client.HTTPException, DataError, ValueError) as exc:
             reason = " ".join(str(getattr(exc, "reason", None) or exc).split())  # one line, even for raw peers
             failures.append(f"{_shown(url)}: {reason or type(exc).__name__}")
+            dead = isinstance(getattr(exc, "reason", exc), (TimeoutError, ConnectionError, socket.gaierror))
+            if host and dead and unreachable is not None:
+                unreachable.add(host)  # a dead mirror would cost the same wait again for every later file
+            if url != urls[-1]:  # a broken mirror of your own should not go unnoticed behind a good one
+                print(f"digitrec: warning: {failures[-1]}; trying the next mirror", file=sys.stderr)
     raise DataError(f"could not download {dest.name} from any mirror ({'; '.join(failures)})")
 
 
@@ -217,17 +264,24 @@ def ensure_files(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, o
     """Return the folder holding `spec`'s verified files (`names`, default all), downloading missing ones:
     a test-set evaluation needs, and fetches, the two test files only."""
     folder = data_root(data_dir) / spec.name
+    unreachable: set[str] = set()
     for name in spec.all_files if names is None else names:
         path = folder / name
         if not path.exists():
             if offline:
+                raw = folder / name.removesuffix(".gz")
+                seen = (f" ({raw.name} is there uncompressed, but the checksums are those of the published .gz "
+                        "files, and compressing it again does not reproduce them)") if raw.is_file() else ""
                 raise DataError(
-                    f"{path}: missing and --offline is set; put the {spec.name} .gz files in {folder} "
+                    f"{path}: missing and --offline is set{seen}; put the {spec.name} .gz files in {folder} "
                     f"or point --data-dir / ${ENV_VAR} at a folder holding {spec.name}/"
                 )
-            fresh = not folder.exists()
+            # every folder this download creates (the dataset's, and the data root's when --data-dir or
+            # $DIGITREC_DATA names a new one), deepest first: a failure or an interrupt leaves none behind empty
+            made = [p for p in (folder, *folder.absolute().parents) if not p.exists()]
             try:
-                download(mirror_urls(spec, name), path, spec.sha256[name], progress=progress)
+                download(mirror_urls(spec, name), path, spec.sha256[name], progress=progress,
+                         expected_size=spec.sizes.get(name), unreachable=unreachable)
             except _LocalWriteError:
                 raise
             except DataError as exc:
@@ -236,8 +290,17 @@ def ensure_files(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, o
                     f"point --data-dir / ${ENV_VAR} at a folder holding {spec.name}/, "
                     f"or ${MIRROR_ENV_VAR} at a server or file:// folder holding {spec.name}/"
                 ) from None
-            finally:  # a failed or interrupted first download leaves no empty dataset folder behind
-                if fresh and folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()
-        verify(path, spec.sha256[name])
+            finally:  # rmdir removes only what stayed empty
+                for made_dir in made:
+                    with contextlib.suppress(OSError):
+                        made_dir.rmdir()
+        try:
+            verify(path, spec.sha256[name])
+        except DataError:  # say so when it is another registered file: fashion-mnist's in mnist/, ...
+            actual = sha256_of(path)
+            known = [f"{other.name}/{file}" for other in REGISTRY.values() for file, sha in other.sha256.items()
+                     if sha == actual]
+            if not known:
+                raise
+            raise DataError(f"{path}: this is {known[0]}, not {spec.name}/{name}; move it where it belongs") from None
     return folder
