@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from _cli import model_identity  # noqa: E402
-from handwriting_fonts import font_files, font_pool, held_out, mnist_like  # noqa: E402
+from _cli import model_identity
+from handwriting_fonts import font_files, font_pool, held_out, mnist_like
 
-from digitrec import Recognizer  # noqa: E402
-from digitrec.atomic import atomic_open  # noqa: E402
-from digitrec.errors import DigitrecError, UsageError  # noqa: E402
-from digitrec.synth import user_like_set  # noqa: E402
+from digitrec import Recognizer
+from digitrec.atomic import atomic_open
+from digitrec.errors import DigitrecError, UsageError
+from digitrec.synth import user_like_set
 
 
 def _score(rec: Recognizer, inputs: list) -> tuple[np.ndarray, float]:

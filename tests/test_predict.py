@@ -109,7 +109,7 @@ def test_the_same_digit_in_any_pixel_range_or_container_reads_the_same(rec, test
     png16 = tmp_path / "eight-bit-values.png"
     forms = {"float overshooting 1": overshoot, "uint8 0/1 mask": mask, "int64 0/1 mask": mask.astype(np.int64),
              "uint16 0/1 mask": mask.astype(np.uint16), "16-bit PNG of 8-bit values": png16,
-             "uint32 full range": grey.astype(np.uint32) * 16_843_009, "open file": open(png16, "rb"),  # noqa: SIM115
+             "uint32 full range": grey.astype(np.uint32) * 16_843_009, "open file": open(png16, "rb"),
              "BytesIO": io.BytesIO(encode(grey, "PNG"))}
     try:
         for name, form in forms.items():

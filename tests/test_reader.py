@@ -207,7 +207,7 @@ def test_distort_digits_changes_shapes_keeps_labels(mnist_test):
     assert np.median(corr) > 0.6
     again, _ = distort_digits(images, labels, dict(rotate=10, elastic=0.4), copies=2, seed=0)
     np.testing.assert_array_equal(again, out)  # reproducible from the seed
-    with pytest.raises(ValueError, match="hflip"):
+    with pytest.raises(UsageError, match="hflip"):
         distort_digits(images, labels, dict(hflip=0.5), copies=1, seed=0)
 
 

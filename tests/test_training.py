@@ -111,7 +111,7 @@ def test_flag_draws_a_flag_on_ones_only():
 
 def test_flag_needs_labels_and_leaves_other_recipes_unchanged():
     x = _digit_batch()
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(UsageError, match="labels"):
         augment_batch(x, dict(flag=0.5))
     # A recipe without `flag` draws the same random numbers with or without labels: old commands reproduce.
     spec = dict(rotate=10, elastic=0.3, ink=0.5)
@@ -123,7 +123,7 @@ def test_flag_needs_labels_and_leaves_other_recipes_unchanged():
 
 
 def test_unknown_augmentation_rejected():
-    with pytest.raises(ValueError, match="wobble"):
+    with pytest.raises(UsageError, match="wobble"):
         augment_batch(_digit_batch(), dict(wobble=1))
 
 

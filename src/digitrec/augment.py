@@ -214,10 +214,10 @@ def augment_batch(x: torch.Tensor, spec: dict[str, float], generator: torch.Gene
         return x
     unknown = set(spec) - set(AUGMENTATIONS)
     if unknown:
-        raise ValueError(f"unknown augmentation(s): {', '.join(sorted(unknown))}")
+        raise UsageError(f"unknown augmentation(s): {', '.join(sorted(unknown))}")
     if spec.get("flag"):  # before the geometry, which then slants and warps the flag with the digit
         if labels is None:
-            raise ValueError("the flag augmentation needs the batch's labels")
+            raise UsageError("the flag augmentation needs the batch's labels")
         x = random_flag(x, labels, generator, float(spec["flag"]))
     geo = {k: float(spec.get(k, 0.0)) for k in ("rotate", "scale", "shear", "translate", "elastic")}
     if any(geo.values()):
@@ -237,7 +237,8 @@ def augment_batch(x: torch.Tensor, spec: dict[str, float], generator: torch.Gene
 
 
 def tta_views(x: torch.Tensor) -> list[torch.Tensor]:
-    """Deterministic test-time views: the image and small shifts/rotations; logits are averaged."""
+    """Deterministic test-time views: the image and its four one-pixel shifts (no rotations);
+    `inference.predict_logits` averages their softmax probabilities, not their logits."""
     views = [x]
     for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
         views.append(torch.roll(x, shifts=(dy, dx), dims=(-2, -1)))

@@ -158,7 +158,9 @@ def read_weights(card_path: Path, card: dict[str, Any]) -> tuple[Path, dict[str,
         return weights, safetensors.torch.load_file(str(weights))
     except FileNotFoundError:
         raise CheckpointError(f"{weights}: weights file missing") from None
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+    except OSError as exc:  # a folder, no permission: not the file's content
+        raise CheckpointError(f"{weights}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:  # noqa: BLE001  SafetensorError for a bad header; torch's own for bad tensors
         raise CheckpointError(f"{weights}: corrupt safetensors file ({exc})") from None
 
 

@@ -25,7 +25,7 @@ def write_ensemble(member_cards: list[str | os.PathLike], dataset: str, tta: boo
     members = [os.path.relpath(c.with_suffix(""), out_path.parent) for c in cards]
     member_info = [checkpoint.read_card(c) for c in cards]
     card: dict[str, Any] = dict(
-        members=members, model=None, dataset=dataset, tta=tta, command=command,
+        members=members, dataset=dataset, tta=tta, command=command,
         temperature=1.0, data_sha256=member_info[0].get("data_sha256", {}),
         member_seeds=[m.get("seed") for m in member_info],
         member_test_accuracy=[m.get("metrics", {}).get("test_accuracy") for m in member_info],
@@ -39,7 +39,6 @@ def write_ensemble(member_cards: list[str | os.PathLike], dataset: str, tta: boo
                         data.labels, len(data.classes))
     card["metrics"] = dict(test_accuracy=metrics["accuracy"], test_loss=metrics["loss"],
                            per_class=metrics["per_class"])
-    card.pop("model")
     atomic_write_text(out_path, json.dumps(card, indent=2) + "\n")  # a card only once it has its figures
     return dict(model="ensemble", dataset=dataset, epochs=member_info[0].get("recipe", {}).get("epochs"),
                 seed=member_info[0].get("seed"), test_accuracy=metrics["accuracy"],

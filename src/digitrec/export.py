@@ -29,7 +29,6 @@ from digitrec.checkpoint import model_name
 from digitrec.errors import DigitrecError, UsageError
 from digitrec.inference import fold_batchnorm
 
-FORMATS = ("onnx",)
 OPSET_MIN = 18  # the dynamo exporter's floor: below it torch silently writes 18 anyway
 TOLERANCE = 1e-4  # max abs difference of probabilities, onnxruntime against torch (seen: ~3e-7)
 VERIFY_BATCH = 64
@@ -120,7 +119,7 @@ def _export(model: nn.Module, target: Path, opset: int | None):
                                      input_names=["image"], output_names=["logits", "probabilities"],
                                      dynamic_shapes={"image": {0: torch.export.Dim("batch")}},
                                      opset_version=opset)
-    except Exception as exc:  # noqa: BLE001  torch raises many error types; the user needs one line
+    except Exception as exc:  # torch raises many error types; the user needs one line
         raise DigitrecError(f"{target}: ONNX export failed ({_first_line(exc)})") from exc
 
 
@@ -186,7 +185,7 @@ def _run_onnxruntime(path: Path, images: np.ndarray, target: Path) -> np.ndarray
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return session.run(["probabilities"], {"image": images})[0]
-    except Exception as exc:  # noqa: BLE001  onnxruntime's errors are its own types
+    except Exception as exc:  # onnxruntime's errors are its own types
         raise DigitrecError(f"{target}: onnxruntime cannot run the exported model ({_first_line(exc)})") from exc
 
 

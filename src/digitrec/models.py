@@ -110,9 +110,10 @@ class ModelSpec:
     description: str = ""
 
 
-# Recipe keys: epochs, batch_size, lr, optimizer (adam|adamw|sgd), betas, momentum, weight_decay,
+# Recipe keys: epochs, batch_size, lr, optimizer (adam|adamw|sgd), betas, momentum (sgd), weight_decay,
 # schedule (constant|onecycle|linear), warmup (fraction of steps for onecycle), label_smoothing,
-# ema (decay or 0), augment (dict of augmentation strengths, {} for none), eval_batch_size.
+# ema (decay or 0), augment (dict of augmentation strengths, {} for none), bf16 (autocast where fast);
+# with --teacher also distill and distill_temperature (see training.resolve_recipe).
 MODELS: dict[str, ModelSpec] = {
     "mlp": ModelSpec("mlp", mlp, dict(
         epochs=10, batch_size=32, lr=1e-3, optimizer="adam", betas=(0.9, 0.999), weight_decay=0.0,

@@ -18,13 +18,14 @@ from digitrec.errors import UsageError
 IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "tif", "tiff", "pdf", "svg", "svgz", "eps", "ps")
 
 
-def _figure():
-    import matplotlib
+def _subplots(*args, figsize: tuple[float, float], **kwargs):
+    """A figure and its axes, made without pyplot: no backend is chosen or switched (pyplot would need a
+    display, and `matplotlib.use("Agg")` switched a Jupyter user's inline backend off), and no figure is
+    kept in pyplot's registry to leak."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # no display needed, and no GUI backend import
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def image_format(path: str | os.PathLike, option: str = "--out") -> str:
@@ -43,7 +44,6 @@ def save_figure(fig, path: str | os.PathLike | None = None, dpi: int = 100, fmt:
     """Render to `fmt` bytes (PNG by default); write them to `path` atomically when given."""
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")
-    _figure().close(fig)
     data = buf.getvalue()
     if path is not None:
         atomic_write_bytes(path, data)
@@ -52,11 +52,10 @@ def save_figure(fig, path: str | os.PathLike | None = None, dpi: int = 100, fmt:
 
 def digit_grid_figure(images: np.ndarray, captions: Sequence[str], title: str = "", colors=None):
     """A grid of 28x28 images with a caption under each (e.g. 'predicted 7, actual 7')."""
-    plt = _figure()
     n = len(images)
     cols = min(n, 10 if max((len(c) for c in captions), default=0) < 14 else 6)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.25, rows * 1.45), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(cols * 1.25, rows * 1.45), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for k, (ax, img, cap) in enumerate(zip(axes.flat, images, captions, strict=False)):
@@ -82,8 +81,7 @@ def save_digit_grid(path: str | os.PathLike, images: np.ndarray, captions: Seque
 
 def class_balance_figure(counts: dict[str, Sequence[int]], classes: Sequence[str], title: str = "Class balance"):
     """Grouped bars: one group per class, one bar per split (e.g. {'train': [...], 'test': [...]})."""
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(max(6.0, len(classes) * 0.7), 3.2))
+    fig, ax = _subplots(figsize=(max(6.0, len(classes) * 0.7), 3.2))
     width = 0.8 / max(1, len(counts))
     x = np.arange(len(classes))
     for k, (split, values) in enumerate(counts.items()):
@@ -107,12 +105,12 @@ def training_curves_figure(histories: dict[str, Sequence[dict]], title: str = "T
     `val_accuracy` (the model card's `history`). The two losses differ in kind: the training objective
     (label smoothing, a teacher's term) against the validation set's plain NLL, so the legend says which.
     """
-    plt = _figure()
+    import matplotlib
     from matplotlib.lines import Line2D
 
     several = len(histories) > 1
-    fig, axes = plt.subplots(1, 2, figsize=(10.5 if several else 9, 3.2))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = _subplots(1, 2, figsize=(10.5 if several else 9, 3.2))
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     names = {("loss", "train"): "train objective", ("loss", "val"): "validation NLL",
              ("accuracy", "train"): "train", ("accuracy", "val"): "validation"}
     last = 1
@@ -149,11 +147,10 @@ def training_curves_figure(histories: dict[str, Sequence[dict]], title: str = "T
 
 def confusion_figure(confusion: np.ndarray, classes: Sequence[str], title: str = "Confusion matrix"):
     """Annotated heatmap, rows true and columns predicted; colour is the row-normalised rate, text the count."""
-    plt = _figure()
     confusion = np.asarray(confusion)
     n = len(classes)
     rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    fig, ax = _subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
     # sqrt stretch: keeps the rare off-diagonal errors visible next to the large diagonal.
     im = ax.imshow(np.sqrt(rates), cmap="Blues", vmin=0, vmax=1)
     for i in range(n):
@@ -178,8 +175,7 @@ def confusion_figure(confusion: np.ndarray, classes: Sequence[str], title: str =
 def reliability_figure(curves: dict[str, dict[str, list[float]]], title: str = "Reliability diagram"):
     """Accuracy against mean confidence per bin, one line per curve (e.g. before/after temperature
     scaling); `curves` maps a label to metrics.reliability()'s output. Bin counts are drawn below."""
-    plt = _figure()
-    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(4.8, 5.2), sharex=True, gridspec_kw=dict(height_ratios=[3, 1]))
+    fig, (ax, ax_n) = _subplots(2, 1, figsize=(4.8, 5.2), sharex=True, gridspec_kw=dict(height_ratios=[3, 1]))
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
     for k, (label, r) in enumerate(curves.items()):
         conf, acc = np.array(r["confidence"], float), np.array(r["accuracy"], float)
@@ -205,9 +201,10 @@ def reliability_figure(curves: dict[str, dict[str, list[float]]], title: str = "
 def embedding_figure(points: np.ndarray, labels: np.ndarray, classes: Sequence[str], title: str = "",
                      xlabel: str = "component 1", ylabel: str = "component 2"):
     """Scatter of 2-D points coloured by class (e.g. a PCA of penultimate-layer features)."""
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(6.4, 5.2))
-    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    import matplotlib
+
+    fig, ax = _subplots(figsize=(6.4, 5.2))
+    cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
     order = np.random.default_rng(0).permutation(len(points))  # no class painted over all the others
     colors = cmap(np.asarray(labels)[order] % cmap.N)
     ax.scatter(points[order, 0], points[order, 1], s=2, alpha=0.5, c=colors, linewidths=0, rasterized=True)

@@ -211,7 +211,7 @@ def _orientation(im: Image.Image) -> int:
     """EXIF orientation (1-8; 1 = upright): phone photos are stored sideways and tagged."""
     try:
         return int(im.getexif().get(0x0112, 1))
-    except Exception:  # a broken EXIF block must not make a readable image unreadable
+    except Exception:  # noqa: BLE001  a broken EXIF block must not make a readable image unreadable
         return 1
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +222,7 @@ class Reader:
 
     @staticmethod
     def bundled_card() -> Path:
-        return Path(str(resources.files("digitrec") / "weights")) / (READER_NAME + ".json")
+        return checkpoint.bundled_dir() / (READER_NAME + ".json")
 
     @classmethod
     def bundled_exists(cls) -> bool:
@@ -234,7 +233,10 @@ class Reader:
         """A reader checkpoint (card .json or its stem; by default the bundled one) with its companions."""
         card_path = cls.load_card_path(path)
         reader = cls.load_single(card_path)
-        for entry in reader.card.get("companions", []):
+        companions = reader.card.get("companions", [])
+        if not isinstance(companions, list):
+            raise CheckpointError(f"{card_path}: 'companions' must be a list of {{card, weight}} entries")
+        for entry in companions:
             try:
                 other, weight = card_path.parent / str(entry["card"]), float(entry["weight"])
             except (KeyError, TypeError, ValueError):

@@ -156,7 +156,7 @@ def distort_digits(images: np.ndarray, labels: np.ndarray, spec: dict[str, float
     with `spec`) and their labels: a pool of new shapes for composing training rows."""
     unknown = set(spec) - set(DIGIT_AUGMENTATIONS)
     if unknown:
-        raise ValueError(f"unknown digit augmentation(s): {', '.join(sorted(unknown))} "
+        raise UsageError(f"unknown digit augmentation(s): {', '.join(sorted(unknown))} "
                          f"(known: {', '.join(DIGIT_AUGMENTATIONS)})")
     gen = torch.Generator().manual_seed(20_000 + seed)
     out = np.empty((copies * len(images), *images.shape[1:]), dtype=np.uint8)
@@ -238,7 +238,8 @@ def string_accuracy(read: list[str], truth: list[str]) -> float:
 
 @dataclass
 class ReaderConfig:
-    """The recipe. Defaults are what the bundled reader was trained with."""
+    """The recipe of one `train-reader` run. The bundled reader is not these defaults: it is a width-32,
+    hidden-96 CRNN trained in a chain of `--init` runs (its card's `init` and `command` record them)."""
 
     steps: int = 4000
     batch: int = 48
@@ -332,7 +333,7 @@ def train_reader(config: ReaderConfig, out: str | os.PathLike, log: Callable[[st
         start = Reader.load_single(Path(config.init))
         model = build_reader(dict(start.model.hparams))
         if "trunk" not in start.model.hparams and start.model.hparams != dict(width=config.width, hidden=config.hidden):
-            raise ValueError(f"--init {config.init}: its reader has {start.model.hparams}, not "
+            raise UsageError(f"--init {config.init}: its reader has {start.model.hparams}, not "
                              f"{dict(width=config.width, hidden=config.hidden)}")
         model.load_state_dict(start.model.state_dict())
         init_card = start.card

@@ -344,7 +344,8 @@ class Recognizer:
         log-likelihood of the whole text (`Reader.score_texts`) and the digit model's log-probability of
         its digits on that cut. Split from the choice so that a benchmark can weigh the same candidates
         many ways (`benchmarks/reader_validation.py --fuse-weights`)."""
-        assert self.reader is not None
+        if self.reader is None:  # not an assert: python -O strips those, and this is reachable from the API
+            raise CheckpointError("no row reader available; train one with `digitrec train-reader`")
         scanned = self.reader.scan(image)
         if scanned is None:
             return NumberReading("", [])

@@ -328,11 +328,9 @@ class _Context:
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
         self.sections: dict[str, str] = {}
-        self.files: list[Path] = []
 
     def figure(self, fig, filename: str, alt: str) -> str:
         data = plots.save_figure(fig, self.out_dir / filename)
-        self.files.append(self.out_dir / filename)
         b64 = base64.b64encode(data).decode("ascii")
         return (f'<figure><img src="data:image/png;base64,{b64}" alt="{esc(alt)}">'
                 f'<figcaption>{esc(alt)} <span class="file">({esc(filename)})</span></figcaption></figure>')

@@ -429,7 +429,6 @@ class _Lattice:
     features: np.ndarray  # float [E, len(_FEATURES)]
     images: np.ndarray  # float32 [E, 28, 28]
     boxes: list[tuple[int, int, int, int]]
-    aspect: np.ndarray  # float [E]: log(width / height) of the piece's ink
 
 
 # What the programme weighs per candidate digit: shape penalties of `split_digits` (tall, wide, light),
@@ -439,16 +438,15 @@ class _Lattice:
 _FEATURES = ("short", "width", "light", "cut", "gap", "wider", "narrower", "one")
 
 
-def _shape(digit: np.ndarray, height: float, typical: float) -> tuple[float, float, float, float]:
-    """The shape penalties of `_plan` for one tightly cropped piece (too short, too narrow or wide, too
-    light), and log(width / height) of its ink."""
+def _shape(digit: np.ndarray, height: float, typical: float) -> tuple[float, float, float]:
+    """The shape penalties of `_plan` for one tightly cropped piece: too short, too narrow or wide, too
+    light."""
     inked_rows = np.flatnonzero((digit > 0.5).any(axis=1))
     inked_cols = np.flatnonzero((digit > 0.5).any(axis=0))
     tall = (inked_rows[-1] - inked_rows[0] + 1) / height if inked_rows.size else 0.0
     wide = (inked_cols[-1] - inked_cols[0] + 1) / height if inked_cols.size else 0.0
-    aspect = float(np.log(max(wide, 1e-3) / max(tall, 1e-3)))
     return (float(_penalty(np.array(tall), _TALL, np.inf, 0.15)), float(_penalty(np.array(wide), _NARROW, _WIDE, 0.08)),
-            float(_penalty(np.array(digit.sum() / typical), _LIGHT, np.inf, 0.1)), aspect)
+            float(_penalty(np.array(digit.sum() / typical), _LIGHT, np.inf, 0.1)))
 
 
 def _lattice(ink: InkMap) -> _Lattice | None:
@@ -486,7 +484,6 @@ def _lattice(ink: InkMap) -> _Lattice | None:
     features: list[tuple[float, ...]] = []
     boxes: list[tuple[int, int, int, int]] = []
     widths: list[float] = []
-    aspects: list[float] = []
     for k in range(len(crops)):
         last_k = len(plans[k][0]) - 1
         for i in range(last_k):
@@ -522,9 +519,7 @@ def _lattice(ink: InkMap) -> _Lattice | None:
                     images.append(normalise(digit))
                     starts.append(first[k] + i)
                     ends.append(first[m] + j)
-                    *shape, aspect = _shape(digit, height, typical)
-                    features.append((*shape, cut_cost[first[m] + j], gap))
-                    aspects.append(aspect)
+                    features.append((*_shape(digit, height, typical), cut_cost[first[m] + j], gap))
                     boxes.append(source_box(ink, box))
                     widths.append((box[2] - box[0]) / height)
     if not images:
@@ -535,8 +530,7 @@ def _lattice(ink: InkMap) -> _Lattice | None:
     relative = np.log(np.maximum(widths_, 1e-3) / max(typical_width, 1e-3))
     table = np.column_stack([np.array(features), np.maximum(relative, 0.0) ** 2, np.maximum(-relative, 0.0) ** 2,
                              np.ones(len(images))])
-    return _Lattice(int(first[-1]) + 1, np.array(starts), np.array(ends), table, np.stack(images), boxes,
-                    np.array(aspects))
+    return _Lattice(int(first[-1]) + 1, np.array(starts), np.array(ends), table, np.stack(images), boxes)
 
 
 def _solve(lattice: _Lattice, cost: np.ndarray) -> list[int] | None:
@@ -580,31 +574,17 @@ def _solve_count(lattice: _Lattice, cost: np.ndarray, count: int) -> list[int] |
     return path[::-1]
 
 
-_WEIGHTS = np.array([1.5, 0.5, 0.5, 1.25, 0.0, 0.425, 0.0, -_REWARD])  # per `_FEATURES`
+# per `_FEATURES`; "gap" and "narrower" tuned to 0 (the cut programme's seeds 1-2), kept for sweeps to weigh
+_WEIGHTS = np.array([1.5, 0.5, 0.5, 1.25, 0.0, 0.425, 0.0, -_REWARD])
 # A model trained with label smoothing gives two merged digits or a fragment the same saturated probability
 # as a clean digit; its top logit still drops. Weight per calibrated logit below the row's 75th percentile.
 _EVIDENCE = 0.57
 
 
-# log(width / height) of each class's ink in MNIST's training set: mean and standard deviation. A piece read
-# as a 4 but shaped like a 1 (or two digits read as one) is unlikely whatever the classifier's confidence.
-_ASPECT_MEAN = np.array([-0.119, -1.007, -0.083, -0.262, -0.270, -0.086, -0.360, -0.294, -0.311, -0.433])
-_ASPECT_SD = np.array([0.218, 0.489, 0.242, 0.226, 0.229, 0.286, 0.229, 0.230, 0.237, 0.215])
-_ASPECT, _ASPECT_FREE = 0.0, 1.0  # weight of the squared z-score beyond _ASPECT_FREE standard deviations
-
-
-def _aspect_cost(lattice: _Lattice, probs: np.ndarray) -> np.ndarray:
-    """How far each piece's aspect lies outside its read class's usual range, squared (in standard deviations)."""
-    read = probs.argmax(axis=1)
-    z = np.abs(lattice.aspect - _ASPECT_MEAN[read]) / _ASPECT_SD[read]
-    return np.maximum(z - _ASPECT_FREE, 0.0) ** 2
-
-
 def _costs(lattice: _Lattice, probs: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
     """Each candidate digit's cost: -log(max probability) plus its weighted features, plus (given
     calibrated logits) how far its top logit falls below the row's usual (`_EVIDENCE`)."""
-    cost = (_CONFIDENCE * -np.log(np.clip(probs.max(axis=1), 1e-9, 1.0)) + lattice.features @ _WEIGHTS
-            + _ASPECT * _aspect_cost(lattice, probs))
+    cost = _CONFIDENCE * -np.log(np.clip(probs.max(axis=1), 1e-9, 1.0)) + lattice.features @ _WEIGHTS
     if logits is not None and len(logits):
         top = logits.max(axis=1)
         cost += _EVIDENCE * np.maximum(np.percentile(top, 75) - top, 0.0)

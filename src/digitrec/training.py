@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch._dynamo  # noqa: F401  (torch.optim imports it on first use, ~1 s: load it with torch, not in the clock)
+import torch._dynamo  # (torch.optim imports it on first use, ~1 s: load it with torch, not in the clock)
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
@@ -537,7 +537,7 @@ def _load_resume(path: Path, device: torch.device, run: str) -> dict[str, Any]:
     """The state `_save_resume` wrote, checked against this run; a CheckpointError or UsageError, one line."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: torch raises several kinds
+    except Exception as exc:  # noqa: BLE001  torch.load raises EOFError, KeyError, RuntimeError, UnpicklingError...
         raise CheckpointError(f"--resume: {path} cannot be read ({type(exc).__name__}); delete it to start "
                               "afresh") from None
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:

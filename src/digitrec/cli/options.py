@@ -23,7 +23,7 @@ seed = click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show
 class FiniteRange(click.FloatRange):
     """click's FloatRange, which lets NaN through (every comparison with it is false), without it."""
 
-    def convert(self, value, param, ctx):  # noqa: ANN001 (click's signature)
+    def convert(self, value, param, ctx):  # click's signature
         number = super().convert(value, param, ctx)
         if math.isnan(number):
             self.fail(f"{value!r} is not a number", param, ctx)

@@ -109,9 +109,12 @@ def train(model, dataset, epochs, batch_size, lr, seed, val, val_split, augment,
         folder = out_folder(config)
         if resume and ensemble > 1 and (folder / "model.json").exists() and not (folder / "resume.pt").exists():
             # an ensemble resumed after a later member was interrupted: this member is done, keep it
-            card = json.loads((folder / "model.json").read_text())
+            from digitrec.checkpoint import read_card
+
+            card = read_card(folder / "model.json")  # a corrupt card: a CheckpointError line, not a traceback
+            metrics = card.get("metrics") or {}
             results.append(dict(model=model, dataset=dataset, seed=seed + k, steps=card.get("steps"),
-                                test_accuracy=card["metrics"]["test_accuracy"], test_loss=card["metrics"]["test_loss"],
+                                test_accuracy=metrics.get("test_accuracy"), test_loss=metrics.get("test_loss"),
                                 train_seconds=card.get("train_seconds"), checkpoint=str(folder / "model.json")))
             print(f"member seed {seed + k} already finished -> {folder / 'model.json'}")
             continue

@@ -101,7 +101,7 @@ class _NoCredentialsElsewhere(urllib.request.HTTPRedirectHandler):
     """Follow redirects, but a mirror's password goes only where the mirror's URL said: a redirect to
     another scheme, host or port gets the request without its Authorization header."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 (urllib's signature)
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # urllib's signature
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None:
             old, moved = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(new.full_url)
