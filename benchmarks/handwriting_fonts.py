@@ -19,8 +19,6 @@ registries ship; `reader_validation.py --pool fonts` composes rows from the same
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,12 +26,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from _cli import model_identity
+from _cli import json_output, make_parser, model_identity, positive_int, run, write_json
 from handwriting_fonts import font_files, font_pool, held_out, mnist_like
 
 from digitrec import Recognizer
-from digitrec.atomic import atomic_open
-from digitrec.errors import DigitrecError, UsageError
+from digitrec.errors import UsageError
 from digitrec.synth import user_like_set
 
 
@@ -63,21 +60,23 @@ def _check_unseen(rec: Recognizer, unseen: list[Path]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--model", default=None, help="bundled model (default: the Recognizer's default)")
-    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--checkpoint", default=None, help="a checkpoint file to test instead of a bundled model")
     parser.add_argument("--fonts", default=None, help="font folder (default: tools/handwriting_fonts.py fetch's)")
-    parser.add_argument("--per-glyph", type=int, default=8, help="draws of each font's each digit")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--worst", type=int, default=10, help="fonts to list, the worst read first")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--per-glyph", type=positive_int, default=8, help="draws of each digit per font (default: 8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the writer's variations (default: 0)")
+    parser.add_argument("--worst", type=positive_int, default=10, help="fonts to list, worst first (default: 10)")
+    parser.add_argument("--json", default=None, help="also write the results here (JSON)")
     args = parser.parse_args()
-    if args.per_glyph < 1:
-        parser.error("--per-glyph must be at least 1")
+    if args.checkpoint and args.model:
+        parser.error("give --checkpoint or --model, not both")
+    json_path = json_output(args.json)  # checked before the long work
 
     fonts = font_files(args.fonts)
     if not fonts:
-        raise UsageError("no handwriting fonts found; run `python tools/handwriting_fonts.py fetch` first")
+        raise UsageError(f"no handwriting fonts in {args.fonts or 'the default font folder'} (nor Debian's); "
+                         "run `python tools/handwriting_fonts.py fetch` first")
     rec = Recognizer.load(args.checkpoint, model=args.model)
     _check_unseen(rec, [f for f, held in zip(fonts, held_out(fonts), strict=True) if held])
     pages, labels, writers = font_pool(fonts, args.per_glyph, args.seed)
@@ -106,15 +105,9 @@ def main() -> None:
     print("worst fonts: " + ", ".join(f"{name} {100 * a:.0f} %" for name, a in worst))
     common = sorted(result["confusions"].items(), key=lambda kv: -kv[1])[:8]
     print("commonest confusions (true->read), all fonts: " + ", ".join(f"{k} x{n}" for k, n in common))
-    if args.json:
-        with atomic_open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    if json_path:
+        write_json(json_path, result)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DigitrecError as exc:
-        raise SystemExit(f"{Path(__file__).name}: error: {exc}") from None
-    except OSError as exc:  # an unreadable font file
-        raise SystemExit(f"{Path(__file__).name}: error: {exc}") from None
+    run(main)  # exit 2 for usage errors, 1 for the rest, one line each

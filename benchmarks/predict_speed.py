@@ -12,6 +12,7 @@ array (Recognizer.predict_array) and one 28x28 image through preprocessing (Reco
 from __future__ import annotations
 
 import json
+import platform
 import statistics
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from _cli import json_output, make_parser, model_identity, positive_int, run, write_json
 
 from digitrec import Recognizer
@@ -86,11 +88,15 @@ def main() -> None:
     digit = load_dataset("mnist", "test").images[0]
     array_ms = 1000 * latency(lambda: rec.predict_array(digit))
     image_ms = 1000 * latency(lambda: rec.predict(digit))
-    result = dict(**model_identity(rec), n=args.n, cli_images_per_second=args.n / cli_seconds,
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    machine = dict(cpu=cpu, threads=torch.get_num_threads(), torch=torch.__version__, jpeg_seed=0)
+    result = dict(**model_identity(rec), **machine, n=args.n, cli_images_per_second=args.n / cli_seconds,
                   cli_seconds=cli_seconds, cli_accuracy=cli_accuracy,
                   api_images_per_second=args.n / api_seconds, array_latency_ms=array_ms,
                   image_latency_ms=image_ms, tta=rec.tta, repeat=args.repeat, cli_runs_seconds=cli_runs,
                   api_runs_seconds=api_runs)
+    print(f"machine: {cpu}, {machine['threads']} threads, torch {torch.__version__}")
     print(f"| measurement ({args.model}, TTA {'on' if rec.tta else 'off'}, median of {args.repeat} runs) | value |")
     print("|---|---|")
     print(f"| `digitrec predict` on {args.n} 1000x800 JPEGs, end to end | {result['cli_images_per_second']:.0f} "

@@ -102,8 +102,10 @@ def main() -> None:
     # One process calls to_mnist on one image at a time (PIL decoding and scipy.ndimage run in that thread);
     # only NumPy's BLAS may use a pool of its own, for the few small matrix products. Recorded as such, with
     # the machine's CPU count under its own name.
-    result.update(jpeg_kb_mean=size_kb, cpu=cpu_name(), python=platform.python_version(), processes=1,
+    result.update(seed=args.seed, repeats=args.repeats, jpeg_kb_mean=size_kb, cpu=cpu_name(),
+                  python=platform.python_version(), processes=1,
                   calling_threads=1, blas_threads=blas_threads(), machine_cpus=os.cpu_count())
+    print(f"{result['cpu']}, 1 process, seed {args.seed}, best of {args.repeats}")
     print("| images | size | images/s (1 process) | mean ms | median ms | p95 ms |")
     print("|---:|---|---:|---:|---:|---:|")
     print(f"| {result['images']} | ~1000x800 JPEG q85, {size_kb:.0f} kB | {result['images_per_s']:.0f} | "

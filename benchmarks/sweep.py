@@ -22,7 +22,8 @@ from pathlib import Path
 
 from _cli import json_output, make_parser, positive_int, run, write_json
 
-from digitrec.errors import UsageError
+from digitrec.errors import DigitrecError, UsageError
+from digitrec.models import get_spec
 
 RUNNER = r"""
 import json, sys
@@ -51,7 +52,8 @@ def run_one(config: dict, out_root: str, slots: queue.Queue | None, show_test: b
     wall = time.perf_counter() - t0
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
-        return dict(name=config["name"], error=(proc.stderr or proc.stdout).strip().splitlines()[-3:], wall=wall)
+        last = ((proc.stderr or proc.stdout).strip().splitlines() or ["no output"])[-1]
+        return dict(name=config["name"], error=last.removeprefix("digitrec.errors.UsageError: "), wall=wall)
     result = json.loads(lines[-1][7:])
     test = dict(accuracy=result.pop("test_accuracy", None), loss=result.pop("test_loss", None))
     if show_test:  # kept apart, under a name that says what it is for
@@ -72,6 +74,7 @@ def load_configs(path: str) -> list[dict]:
     for k, c in enumerate(configs):
         if not isinstance(c, dict) or not isinstance(c.get("name"), str) or not c.get("model"):
             raise UsageError(f"{path}: config {k} is not an object with a \"name\" and a \"model\"")
+        get_spec(c["model"])  # an unknown model is a usage error now, not a traceback in the table later
         if c["name"] in names:
             raise UsageError(f"{path}: config name {c['name']!r} appears twice (each run needs its own folder)")
         names.add(c["name"])
@@ -115,6 +118,9 @@ def main() -> None:
                       flush=True)
             if json_path:  # rewritten (atomically) after every run: a killed sweep keeps what it finished
                 write_json(json_path, results)
+    failed = [r["name"] for r in results if "error" in r]
+    if failed:
+        raise DigitrecError(f"{len(failed)} of {len(results)} runs failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -17,17 +17,14 @@ few / too many digits, or the right count with a digit misread; and whether the 
 
 from __future__ import annotations
 
-import argparse
 import collections
-import json
 import time
 
 import numpy as np
-from _cli import model_identity, run  # benchmarks/ is on sys.path here
+from _cli import json_output, make_parser, model_identity, positive_int, run, write_json  # benchmarks/ is on sys.path
 from held_out import MIN_POOL, digit_model_held_out, held_out_pool
 
 from digitrec import Recognizer, checkpoint
-from digitrec.atomic import atomic_open
 from digitrec.data import load_dataset
 from digitrec.errors import UsageError
 from digitrec.reader import Reader
@@ -35,14 +32,15 @@ from digitrec.synth import compose_number, user_like_set
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--numbers", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=2024)
+    parser = make_parser(__doc__)
+    parser.add_argument("--n", type=positive_int, default=2000, help="user-like single digits (default: 2000)")
+    parser.add_argument("--numbers", type=int, default=300,
+                        help="composed numbers for --multi; 0 skips them (default: 300)")
+    parser.add_argument("--seed", type=int, default=2024, help="seed of the renderings and rows (default: 2024)")
     parser.add_argument("--model", default=None, help="bundled model (default: the Recognizer's default)")
-    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--checkpoint", default=None, help="a checkpoint file to test instead of a bundled model")
     parser.add_argument("--reader", default="bundled", help="row reader card for the numbers (default: bundled)")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, help="also write the results here (JSON)")
     parser.add_argument("--method", default="auto", choices=["auto", "reader", "fused", "segment"],
                         help="read_number's method for the composed numbers (auto: fused when a reader is bundled)")
     parser.add_argument("--add-effect", action="append", default=[],
@@ -54,6 +52,9 @@ def main() -> None:
 
     if args.checkpoint and args.model:
         parser.error("give --checkpoint or --model, not both")
+    if args.numbers < 0:
+        parser.error(f"--numbers must be 0 or more, got {args.numbers}")
+    json_path = json_output(args.json)  # checked before the long work
     rec = Recognizer.load(args.checkpoint, model=args.model, reader=args.reader)
     if args.digits == "held-out":
         train = load_dataset("mnist", "train")
@@ -138,9 +139,8 @@ def main() -> None:
     print("| style element | n | accuracy |\n|---|---|---|")
     for k, v in result["per_style"].items():
         print(f"| {k} | {v['n']} | {100 * v['accuracy']:.2f} % |")
-    if args.json:
-        with atomic_open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    if json_path:
+        write_json(json_path, result)
 
 
 if __name__ == "__main__":

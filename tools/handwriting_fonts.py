@@ -32,7 +32,8 @@ import platformdirs
 import scipy.ndimage as ndi
 from PIL import Image, ImageDraw, ImageFont
 
-from digitrec.atomic import atomic_open
+from digitrec.atomic import atomic_open, writable_file
+from digitrec.errors import DigitrecError
 from digitrec.preprocess import to_mnist_many
 
 # Fontsource package names (@fontsource/NAME): Google Fonts' handwriting category, each drawn from one
@@ -145,7 +146,10 @@ def font_pool(fonts: list[Path], per_glyph: int, seed: int) -> tuple[list[np.nda
     rng = np.random.default_rng(seed)
     pages, labels, writers = [], [], []
     for k, path in enumerate(fonts):
-        font = ImageFont.truetype(str(path), GLYPH)
+        try:
+            font = ImageFont.truetype(str(path), GLYPH)
+        except OSError as exc:  # PIL's "unknown file format" names no file
+            raise DigitrecError(f"{path}: not a readable font ({exc})") from None
         for digit in range(10):
             for _ in range(per_glyph):
                 pages.append(font_digit(font, digit, rng))
@@ -209,8 +213,14 @@ def main() -> None:
         sys.exit(_fetch(folder))
     if args.per_glyph < 1:
         parser.error("--per-glyph must be at least 1")
-    sys.exit(_digits(folder, Path(args.out), args.per_glyph, args.seed, not args.no_system_fonts))
+    out = writable_file(args.out, "OUT")  # before drawing thousands of digits
+    sys.exit(_digits(folder, out, args.per_glyph, args.seed, not args.no_system_fonts))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DigitrecError as exc:  # UsageError (an unwritable OUT) is one too
+        raise SystemExit(f"handwriting_fonts.py: error: {exc}") from None
+    except OSError as exc:
+        raise SystemExit(f"handwriting_fonts.py: error: {exc.filename or ''}: {exc.strerror or exc}") from None
