@@ -328,6 +328,9 @@ def test_mirror_entries_quoted_with_home_and_queries(monkeypatch, tmp_path):
         monkeypatch.setenv(fetch.MIRROR_ENV_VAR, bad)
         with pytest.raises(DataError, match=r"\$DIGITREC_MIRROR: "):
             fetch.mirror_urls(labels_spec(), TEST_LABELS)
+        with pytest.raises(DataError, match=r"^\$DIGITREC_MIRROR: [^.]*$"):  # no advice about the network
+            fetch.ensure_files(labels_spec(), tmp_path, progress=False)
+    assert folder_contents(tmp_path) == []
 
 
 def test_a_password_in_a_mirror_url_is_not_repeated(monkeypatch, tmp_path):

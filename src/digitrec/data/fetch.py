@@ -278,9 +278,10 @@ def ensure_files(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, o
                 )
             # every folder this download creates (the dataset's, and the data root's when --data-dir or
             # $DIGITREC_DATA names a new one), deepest first: a failure or an interrupt leaves none behind empty
+            urls = mirror_urls(spec, name)  # a malformed $DIGITREC_MIRROR is its own error, not a network one
             made = [p for p in (folder, *folder.absolute().parents) if not p.exists()]
             try:
-                download(mirror_urls(spec, name), path, spec.sha256[name], progress=progress,
+                download(urls, path, spec.sha256[name], progress=progress,
                          expected_size=spec.sizes.get(name), unreachable=unreachable)
             except _LocalWriteError:
                 raise
