@@ -379,8 +379,7 @@ def split_digits(source: ImageSource) -> list[DigitCrop]:
     if not ink.has_ink:
         return []
     groups, height = _groups(ink)
-    crops = [crop_soft(ink, g) for g in _without_dots(ink, groups)]
-    crops = [(soft, box) for soft, box in crops if soft.size]
+    crops = [(soft, box) for soft, box in (crop_soft(ink, g) for g in groups) if soft.size and not _dot(soft)]
     if not crops:
         return []
     stroke = max(1.0, float(np.median([stroke_width(soft) for soft, _ in crops])))
@@ -452,8 +451,7 @@ def _shape(digit: np.ndarray, height: float, typical: float) -> tuple[float, flo
 def _lattice(ink: InkMap) -> _Lattice | None:
     """The candidate digits of a row (see `segment_with_scores`); None when there are none."""
     groups, height = _groups(ink)
-    crops = [crop_soft(ink, g) for g in _without_dots(ink, groups)]
-    crops = [(soft, box) for soft, box in crops if soft.size]
+    crops = [(soft, box) for soft, box in (crop_soft(ink, g) for g in groups) if soft.size and not _dot(soft)]
     if not crops:
         return None
     stroke = max(1.0, float(np.median([stroke_width(soft) for soft, _ in crops])))
