@@ -136,7 +136,8 @@ def readable(source: object) -> ImageSource:
             source = np.asarray(np.ma.filled(source, 0) if np.ma.isMaskedArray(source) else source)
         return source
     if callable(getattr(source, "read", None)):
-        name = getattr(source, "name", None)
+        name = getattr(source, "name", None)  # a file's path; a TemporaryFile's is its descriptor, no name
+        name = os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else None
         try:
             data = source.read()
         except (OSError, ValueError) as exc:  # closed, unreadable
