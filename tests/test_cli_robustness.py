@@ -112,7 +112,6 @@ def test_digit_grid_title_never_overlaps_the_digits(n):
     top_of_grid = max(ax.get_tightbbox(renderer).y1 for ax in fig.axes if ax.images)  # captions included
     assert title.y0 > top_of_grid, (n, title.y0, top_of_grid)
     assert title.y1 <= fig.bbox.y1 + 1  # and still on the figure
-    plots._figure().close(fig)
 
 
 # --- malformed model cards ----------------------------------------------------------------------------------

@@ -38,6 +38,26 @@ def labels_spec(*mirrors: str) -> DatasetSpec:
                        classes=MNIST.classes, mirrors=tuple(mirrors))
 
 
+def finished_in_time(call, seconds: float = 30.0) -> None:
+    """Run `call` in a thread; fail (not hang the suite) when it blocks, as a read of a pipe would."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001  re-raised in the test's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still blocked after {seconds} s"
+    if errors:
+        raise errors[0]
+
+
 def folder_contents(folder: Path) -> list[str]:
     """Every name in `folder`, hidden .part files included."""
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
@@ -451,8 +471,8 @@ def test_a_pipe_as_a_file_mirror_is_refused_not_read(server, tmp_path):
     os.mkfifo(tmp_path / "copy" / "mnist" / TEST_LABELS)
     server[TEST_LABELS] = real(TEST_LABELS)
     dest = tmp_path / "data" / TEST_LABELS
-    fetch.download([(tmp_path / "copy" / "mnist" / TEST_LABELS).as_uri(), server.url(TEST_LABELS)], dest,
-                   MNIST.sha256[TEST_LABELS], progress=False)
+    finished_in_time(lambda: fetch.download([(tmp_path / "copy" / "mnist" / TEST_LABELS).as_uri(),
+                                             server.url(TEST_LABELS)], dest, MNIST.sha256[TEST_LABELS], progress=False))
     assert dest.read_bytes() == real(TEST_LABELS)
 
 
@@ -498,7 +518,7 @@ def test_a_dead_mirror_is_waited_for_once_not_for_every_file(mirrors, tmp_path, 
     for name in (TRAIN_LABELS, TEST_LABELS):
         one[name] = Stall(30, real(name))
         two[name] = real(name)
-    monkeypatch.setattr(fetch, "download", functools.partial(fetch.download, timeout=0.5))
+    monkeypatch.setattr(fetch, "download", functools.partial(fetch.download, timeout=2.0))
     spec = labels_spec(one.base_url, two.base_url)
     fetch.ensure_files(spec, tmp_path, progress=False)
     assert one.requests == ["/" + TRAIN_LABELS]

@@ -21,10 +21,13 @@ IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "tif", "tiff", "pdf", "svg", "svg
 def _subplots(*args, figsize: tuple[float, float], **kwargs):
     """A figure and its axes, made without pyplot: no backend is chosen or switched (pyplot would need a
     display, and `matplotlib.use("Agg")` switched a Jupyter user's inline backend off), and no figure is
-    kept in pyplot's registry to leak."""
+    kept in pyplot's registry to leak. Its canvas is Agg's, as with pyplot under Agg before: fig.canvas.draw(),
+    get_renderer() and buffer_rgba() keep working for callers."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
     return fig, fig.subplots(*args, **kwargs)
 
 

@@ -115,12 +115,13 @@ class _FileBytes(bytes):
         self.name = str(name)
         return self
 
+    def __reduce__(self):  # pickle, copy and deepcopy call __new__ with the name too (bytes' own passes data only)
+        return (_FileBytes, (bytes(self), self.name))
+
 
 def _name(source: object) -> str:
-    if isinstance(source, _FileBytes):
-        return source.name
-    if isinstance(source, (str, os.PathLike)):
-        text = os.fsdecode(source)
+    if isinstance(source, (_FileBytes, str, os.PathLike)):
+        text = source.name if isinstance(source, _FileBytes) else os.fsdecode(source)
         return text if len(text) <= 200 else f"{text[:90]}...{text[-90:]}"  # errors stay one readable line
     return "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else "<image>"
 
@@ -1510,6 +1511,16 @@ def to_mnist(source: ImageSource) -> Prepared:
     return Prepared(normalise(soft), True, src, several)
 
 
+def _span(lo: float, hi: float, full: int) -> tuple[int, int]:
+    """[lo, hi) in whole source pixels inside [0, full), shifted (not only clipped) at the image's edge so that
+    it keeps at least `_TINY_SIDE` + 2 px where the image has them: a dot in a corner is not upsampled either."""
+    need = min(full, _TINY_SIDE + 2)
+    a, b = max(0, int(lo)), min(full, math.ceil(hi))
+    if b - a < need:
+        a, b = (0, need) if a == 0 else (full - need, full) if b == full else (a, b)
+    return a, b
+
+
 def _refine(source: ImageSource, src: tuple[int, int, int, int], coarse: InkMap) -> Prepared | None:
     """`to_mnist` on the neighbourhood of a digit found small (`src`, source pixels) at a resolution where
     it is ~100 px tall; None if nothing is found there."""
@@ -1521,8 +1532,8 @@ def _refine(source: ImageSource, src: tuple[int, int, int, int], coarse: InkMap)
     margin = max(0.5 * max(x1 - x0, y1 - y0), (_TINY_SIDE - min(x1 - x0, y1 - y0)) / 2 + 1)
     full_w = round((coarse.labels.shape[1] - 2 * coarse.margin) * coarse.scale[0])
     full_h = round((coarse.labels.shape[0] - 2 * coarse.margin) * coarse.scale[1])
-    region = (max(0, int(x0 - margin)), max(0, int(y0 - margin)),
-              min(full_w, math.ceil(x1 + margin)), min(full_h, math.ceil(y1 + margin)))
+    (rx0, rx1), (ry0, ry1) = _span(x0 - margin, x1 + margin, full_w), _span(y0 - margin, y1 + margin, full_h)
+    region = (rx0, ry0, rx1, ry1)
     ink = ink_map(source, region, max_side=_REFINE_SIDE)
     if not ink.has_ink:
         return None

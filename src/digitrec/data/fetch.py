@@ -210,7 +210,11 @@ def download(urls: list[str], dest: Path, expected_sha256: str, timeout: float =
     failures: list[str] = []
     earlier = set(unreachable or ())  # this file's own mirrors are each tried: two bases may share a host
     for url in urls:
-        host = _host(url)
+        try:
+            host = _host(url)
+        except ValueError as exc:  # a malformed port: this mirror's failure, not a traceback
+            failures.append(f"{_shown(url, checked=False)}: {exc}")
+            continue
         if host in earlier:
             failures.append(f"{_shown(url)}: skipped (unreachable for an earlier file)")
             continue
@@ -263,10 +267,14 @@ def ensure_files(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, o
                  progress: bool = True, names: Sequence[str] | None = None) -> Path:
     """Return the folder holding `spec`'s verified files (`names`, default all), downloading missing ones:
     a test-set evaluation needs, and fetches, the two test files only."""
-    folder = data_root(data_dir) / spec.name
-    unreachable: set[str] = set()
+    # '..' taken out lexically: 'new/../data' does not exist until mkdir has made 'new', so the folders a
+    # download makes would include 'data' itself, which may have existed (and be removed if empty)
+    folder = Path(os.path.normpath(data_root(data_dir) / spec.name))
+    unreachable: set[str] = set()  # for this call's files (one split, or all four files of `data info`)
     for name in spec.all_files if names is None else names:
         path = folder / name
+        if folder.is_dir():  # a kill -9's twin, also once the file itself was fetched again within ten minutes
+            _remove_stale_parts(path)
         if not path.exists():
             if offline:
                 raw = folder / name.removesuffix(".gz")
