@@ -88,8 +88,8 @@ def main() -> None:
     digit = load_dataset("mnist", "test").images[0]
     array_ms = 1000 * latency(lambda: rec.predict_array(digit))
     image_ms = 1000 * latency(lambda: rec.predict(digit))
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor())
     machine = dict(cpu=cpu, threads=torch.get_num_threads(), torch=torch.__version__, jpeg_seed=0)
     result = dict(**model_identity(rec), **machine, n=args.n, cli_images_per_second=args.n / cli_seconds,
                   cli_seconds=cli_seconds, cli_accuracy=cli_accuracy,

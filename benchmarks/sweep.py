@@ -72,7 +72,7 @@ def load_configs(path: str) -> list[dict]:
         raise UsageError(f"{path}: expected a non-empty JSON list of config objects")
     names = set()
     for k, c in enumerate(configs):
-        if not isinstance(c, dict) or not isinstance(c.get("name"), str) or not c.get("model"):
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str) or not isinstance(c.get("model"), str):
             raise UsageError(f"{path}: config {k} is not an object with a \"name\" and a \"model\"")
         get_spec(c["model"])  # an unknown model is a usage error now, not a traceback in the table later
         if c["name"] in names:

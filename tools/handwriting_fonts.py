@@ -223,4 +223,5 @@ if __name__ == "__main__":
     except DigitrecError as exc:  # UsageError (an unwritable OUT) is one too
         raise SystemExit(f"handwriting_fonts.py: error: {exc}") from None
     except OSError as exc:
-        raise SystemExit(f"handwriting_fonts.py: error: {exc.filename or ''}: {exc.strerror or exc}") from None
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise SystemExit(f"handwriting_fonts.py: error: {where}{exc.strerror or exc}") from None
