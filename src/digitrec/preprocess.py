@@ -146,8 +146,8 @@ def readable(source: object) -> ImageSource:
         if isinstance(data, memoryview):
             data = data.tobytes()
         if not isinstance(data, (bytes, bytearray)):
-            raise ImageError(f"{name or '<file>'}: read() gave {type(data).__name__}, not bytes (open the file with "
-                             "'rb'; for an async upload, pass its .file or the bytes it gives)")
+            raise ImageError(f"{name or '<file>'}: read() gave {type(data).__name__}, not bytes (a file opened in "
+                             "text mode? open it with 'rb'; for an async upload, pass its .file or the bytes it gives)")
         if not data:
             raise ImageError(f"{name or '<file>'}: nothing to read (an empty file, or one already read to the end)")
         return _FileBytes(data, name) if name is not None else bytes(data)
