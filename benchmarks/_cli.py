@@ -25,15 +25,20 @@ def make_parser(doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def positive_int(text: str) -> int:
-    """argparse type for a count: a whole number of at least 1."""
+def positive_int(text: str, least: int = 1) -> int:
+    """argparse type for a count: a whole number of at least 1 (`least`)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
     return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type for a count that may be 0 (0 skips that part of a benchmark)."""
+    return positive_int(text, least=0)
 
 
 def json_output(path: str | os.PathLike | None, option: str = "--json") -> Path | None:

@@ -14,7 +14,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _cli import make_parser, positive_int, run
+from _cli import make_parser, nonnegative_int, positive_int, run
 
 from digitrec.augment import augment_batch
 from digitrec.errors import DigitrecError
@@ -60,11 +60,9 @@ def main() -> None:
     parser.add_argument("--batch", type=positive_int, default=128, help="batch size of a step (default: 128)")
     parser.add_argument("--steps", type=positive_int, default=100,
                         help="timed steps per configuration, after 10 warm-up steps (default: 100)")
-    parser.add_argument("--profile-steps", type=int, default=20,
+    parser.add_argument("--profile-steps", type=nonnegative_int, default=20,
                         help="steps in the kernel-time profile; 0 skips it (default: 20)")
     args = parser.parse_args()
-    if args.profile_steps < 0:
-        parser.error(f"--profile-steps must be 0 or more, got {args.profile_steps}")
     if not torch.cuda.is_available():
         raise DigitrecError("needs a CUDA GPU (torch.cuda.is_available() is False)")
     torch.backends.cudnn.benchmark = True

@@ -21,7 +21,7 @@ import collections
 import time
 
 import numpy as np
-from _cli import json_output, make_parser, model_identity, positive_int, run, write_json  # benchmarks/ is on sys.path
+from _cli import json_output, make_parser, model_identity, nonnegative_int, positive_int, run, write_json
 from held_out import MIN_POOL, digit_model_held_out, held_out_pool
 
 from digitrec import Recognizer, checkpoint
@@ -34,7 +34,7 @@ from digitrec.synth import compose_number, user_like_set
 def main() -> None:
     parser = make_parser(__doc__)
     parser.add_argument("--n", type=positive_int, default=2000, help="user-like single digits (default: 2000)")
-    parser.add_argument("--numbers", type=int, default=300,
+    parser.add_argument("--numbers", type=nonnegative_int, default=300,
                         help="composed numbers for --multi; 0 skips them (default: 300)")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the renderings and rows (default: 2024)")
     parser.add_argument("--model", default=None, help="bundled model (default: the Recognizer's default)")
@@ -52,8 +52,6 @@ def main() -> None:
 
     if args.checkpoint and args.model:
         parser.error("give --checkpoint or --model, not both")
-    if args.numbers < 0:
-        parser.error(f"--numbers must be 0 or more, got {args.numbers}")
     json_path = json_output(args.json)  # checked before the long work
     rec = Recognizer.load(args.checkpoint, model=args.model, reader=args.reader)
     if args.digits == "held-out":

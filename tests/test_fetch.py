@@ -497,6 +497,21 @@ def test_stale_part_files_of_a_killed_download_are_removed(server, tmp_path):
     assert folder_contents(tmp_path) == sorted([TEST_LABELS, live.name])
 
 
+def test_a_stale_part_beside_a_file_already_there_is_removed(tmp_path):
+    """A re-download right after a kill -9 finds its twin under ten minutes old and keeps it; a later
+    load, which downloads nothing, removes it then."""
+    import time
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    shutil.copy(SHARED_MNIST / TEST_LABELS, folder / TEST_LABELS)
+    stale = folder / f".{TEST_LABELS}.abcd1234.part"
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    fetch.ensure_files(labels_spec(), tmp_path, offline=True, progress=False, names=(TEST_LABELS,))
+    assert folder_contents(folder) == [TEST_LABELS]
+
+
 def test_files_in_the_wrong_form_or_place_are_named(tmp_path):
     """Uncompressed IDX files (a common layout) and another dataset's file are told apart from missing or
     corrupt ones."""

@@ -273,9 +273,9 @@ def ensure_files(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, o
     unreachable: set[str] = set()  # for this call's files (one split, or all four files of `data info`)
     for name in spec.all_files if names is None else names:
         path = folder / name
-        if folder.is_dir():  # a kill -9's twin, also once the file itself was fetched again within ten minutes
-            _remove_stale_parts(path)
-        if not path.exists():
+        if path.exists():  # a kill -9's twin outlives a re-download made within ten minutes (`download` clears
+            _remove_stale_parts(path)  # the rest when it runs)
+        else:
             if offline:
                 raw = folder / name.removesuffix(".gz")
                 seen = (f" ({raw.name} is there uncompressed, but the checksums are those of the published .gz "
@@ -284,9 +284,9 @@ def ensure_files(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, o
                     f"{path}: missing and --offline is set{seen}; put the {spec.name} .gz files in {folder} "
                     f"or point --data-dir / ${ENV_VAR} at a folder holding {spec.name}/"
                 )
+            urls = mirror_urls(spec, name)  # a malformed $DIGITREC_MIRROR is its own error, not a network one
             # every folder this download creates (the dataset's, and the data root's when --data-dir or
             # $DIGITREC_DATA names a new one), deepest first: a failure or an interrupt leaves none behind empty
-            urls = mirror_urls(spec, name)  # a malformed $DIGITREC_MIRROR is its own error, not a network one
             made = [p for p in (folder, *folder.absolute().parents) if not p.exists()]
             try:
                 download(urls, path, spec.sha256[name], progress=progress,
