@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clirun import assert_one_line_error, run_cli
+from clirun import assert_one_line_error, run_cli, run_main
 
 REQUIRED = {"model", "dataset", "epochs", "seed", "test_accuracy", "test_loss", "train_seconds", "checkpoint"}
 
@@ -138,7 +138,7 @@ def test_data_info_and_show(tmp_path):
     (["demo", "--models", " , "], ["--models", "at least one model"], 2),  # was a ValueError
 ])
 def test_bad_arguments(args, fragments, code, tmp_path):
-    proc = run_cli(*args, "--out", str(tmp_path / "o")) if args[0] == "train" else run_cli(*args)
+    proc = run_main(*args, "--out", str(tmp_path / "o")) if args[0] == "train" else run_main(*args)
     assert_one_line_error(proc, *fragments, code=code)
     assert not (tmp_path / "o").exists()
 
@@ -154,7 +154,7 @@ def test_digit_reading_refuses_a_fashion_model(tmp_path):
     path.write_text(json.dumps(card))
     with pytest.raises(UsageError, match="a fashion-mnist model; the Recognizer"):
         Recognizer.load(path)
-    assert_one_line_error(run_cli("predict", "--checkpoint", str(path), str(path)),
+    assert_one_line_error(run_main("predict", "--checkpoint", str(path), str(path)),
                           "a fashion-mnist model", "evaluate and report take it", code=2)
 
 
@@ -164,7 +164,7 @@ def test_a_card_naming_an_unknown_model_names_the_card(tmp_path):
     card = json.loads((checkpoint.bundled_dir() / "best.json").read_text())
     card["model"] = "nonsense"
     (tmp_path / "odd.json").write_text(json.dumps(card))
-    assert_one_line_error(run_cli("evaluate", "--checkpoint", str(tmp_path / "odd.json")),
+    assert_one_line_error(run_main("evaluate", "--checkpoint", str(tmp_path / "odd.json")),
                           f"{tmp_path / 'odd.json'}: unknown model 'nonsense'", code=2)
 
 
@@ -196,15 +196,15 @@ def test_an_out_that_cannot_be_written_fails_before_the_work(tmp_path):
     taken = tmp_path / "notes.png"
     taken.write_bytes(b"mine")
     for args in (["train", "--model", "fast"], ["train-reader", "--steps", "1"]):
-        proc = run_cli(*args, "--out", str(taken))
+        proc = run_main(*args, "--out", str(taken))
         assert_one_line_error(proc, f"--out {taken}", "exists and is not a folder", code=2)
-    proc = run_cli("data", "show", "--out", str(tmp_path))
+    proc = run_main("data", "show", "--out", str(tmp_path))
     assert_one_line_error(proc, f"--out {tmp_path}", "is a folder", code=2)
     assert taken.read_bytes() == b"mine" and sorted(tmp_path.iterdir()) == [taken]
 
 
 def test_missing_data_dir_offline(tmp_path):
-    proc = run_cli("train", "--data-dir", str(tmp_path / "empty"), "--offline", "--out", str(tmp_path / "o"))
+    proc = run_main("train", "--data-dir", str(tmp_path / "empty"), "--offline", "--out", str(tmp_path / "o"))
     assert_one_line_error(proc, "missing", "--offline", str(tmp_path / "empty" / "mnist"), code=1)
     assert not (tmp_path / "o").exists()
 
@@ -219,7 +219,7 @@ def test_the_test_split_needs_only_the_test_files(data_dir, tmp_path):
     proc = run_cli("data", "show", "--split", "test", "--n", "4", "--data-dir", str(tmp_path / "data"), "--offline",
                    "--out", str(tmp_path / "grid.png"))
     assert proc.returncode == 0, proc.stderr
-    proc = run_cli("train", "--data-dir", str(tmp_path / "data"), "--offline", "--out", str(tmp_path / "o"))
+    proc = run_main("train", "--data-dir", str(tmp_path / "data"), "--offline", "--out", str(tmp_path / "o"))
     assert_one_line_error(proc, "train-images-idx3-ubyte.gz", "missing", code=1)
 
 
@@ -237,7 +237,7 @@ def test_wrong_checksum_is_refused(data_dir, tmp_path):
     raw = bytearray(gzip.decompress(labels.read_bytes()))
     raw[100] = (raw[100] + 1) % 10  # one label changed: a valid IDX file, but not MNIST's
     labels.write_bytes(gzip.compress(bytes(raw)))
-    proc = run_cli("data", "info", "--data-dir", str(tmp_path / "data"), "--offline")
+    proc = run_main("data", "info", "--data-dir", str(tmp_path / "data"), "--offline")
     assert_one_line_error(proc, "t10k-labels-idx1-ubyte.gz", "checksum mismatch", code=1)
 
 
@@ -245,7 +245,7 @@ def test_corrupt_idx_is_refused(data_dir, tmp_path):
     folder = _copy_mnist(data_dir, tmp_path / "data")
     images = folder / "t10k-images-idx3-ubyte.gz"
     images.write_bytes(images.read_bytes()[:5000])  # truncated download
-    proc = run_cli("train", "--data-dir", str(tmp_path / "data"), "--offline", "--epochs", "1",
+    proc = run_main("train", "--data-dir", str(tmp_path / "data"), "--offline", "--epochs", "1",
                    "--out", str(tmp_path / "o"))
     assert_one_line_error(proc, "t10k-images-idx3-ubyte.gz", code=1)
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").rglob("*.safetensors"))
@@ -254,13 +254,13 @@ def test_corrupt_idx_is_refused(data_dir, tmp_path):
 def test_corrupt_checkpoint_card(tmp_path):
     card = tmp_path / "model.json"
     card.write_text("{not json")
-    assert_one_line_error(run_cli("evaluate", "--checkpoint", str(card)), "model.json", "not valid JSON", code=1)
+    assert_one_line_error(run_main("evaluate", "--checkpoint", str(card)), "model.json", "not valid JSON", code=1)
     card.write_text(json.dumps({"model": "mlp"}))
-    assert_one_line_error(run_cli("evaluate", "--checkpoint", str(card)), "model.safetensors", "missing", code=1)
+    assert_one_line_error(run_main("evaluate", "--checkpoint", str(card)), "model.safetensors", "missing", code=1)
     (tmp_path / "model.safetensors").write_bytes(b"garbage" * 10)
-    assert_one_line_error(run_cli("evaluate", "--checkpoint", str(card)), "model.safetensors", "corrupt", code=1)
+    assert_one_line_error(run_main("evaluate", "--checkpoint", str(card)), "model.safetensors", "corrupt", code=1)
     card.unlink()  # the weights without their card
-    assert_one_line_error(run_cli("evaluate", "--checkpoint", str(tmp_path / "model.safetensors")),
+    assert_one_line_error(run_main("evaluate", "--checkpoint", str(tmp_path / "model.safetensors")),
                           "model.safetensors: its model card model.json is missing", code=1)
 
 
@@ -320,20 +320,20 @@ def test_an_ensemble_card_away_from_its_members_names_the_member(tmp_path):
     from digitrec import checkpoint
 
     shutil.copy(checkpoint.bundled_dir() / "ensemble.json", tmp_path / "ensemble.json")
-    assert_one_line_error(run_cli("evaluate", "--checkpoint", str(tmp_path / "ensemble.json")),
+    assert_one_line_error(run_main("evaluate", "--checkpoint", str(tmp_path / "ensemble.json")),
                           "ensemble member 'best'", "best.json: cannot read", code=1)
 
 
 def test_out_patterns_and_folders_are_checked_before_any_member_trains(tmp_path, mlp_run, monkeypatch):
     for out, fragment in [("{foo}", "only {model}, {dataset} and {seed} are filled in"), ("{", "literal brace"),
                           ("", "give a folder")]:
-        assert_one_line_error(run_cli("train", "--model", "mlp", "--out", out), "--out", fragment, code=2)
+        assert_one_line_error(run_main("train", "--model", "mlp", "--out", out), "--out", fragment, code=2)
     (tmp_path / "ens_1").write_text("a file where member 1's folder goes")
-    proc = run_cli("train", "--model", "mlp", "--epochs", "0.05", "--ensemble", "2",
+    proc = run_main("train", "--model", "mlp", "--epochs", "0.05", "--ensemble", "2",
                    "--out", str(tmp_path / "ens_{seed}"))
     assert_one_line_error(proc, f"--out {tmp_path / 'ens_1'}", "exists and is not a folder", code=2)
     assert not (tmp_path / "ens_0").exists()  # refused before member 0 trained
-    proc = run_cli("train", "--model", "mlp", "--ensemble", "2", env=dict(os.environ, WORLD_SIZE="2"))
+    proc = run_main("train", "--model", "mlp", "--ensemble", "2", env=dict(os.environ, WORLD_SIZE="2"))
     assert_one_line_error(proc, "--ensemble", "under torchrun", code=2)
-    proc = run_cli("train-reader", "--steps", "1", "--trunk", mlp_run["checkpoint"], "--out", str(tmp_path / "r"))
+    proc = run_main("train-reader", "--steps", "1", "--trunk", mlp_run["checkpoint"], "--out", str(tmp_path / "r"))
     assert_one_line_error(proc, "--trunk", "a 'mlp' model; the trunk must be a 'best' model", code=2)

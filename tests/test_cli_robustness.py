@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clirun import assert_one_line_error, run_cli
+from clirun import assert_one_line_error, run_cli, run_main
 
 import digitrec.cli.report_cmd  # noqa: F401  (registers the command until digitrec.cli.main imports it)
 from digitrec import checkpoint, plots, report
@@ -32,7 +32,7 @@ HAS_EXPORT = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "o
 
 @pytest.mark.parametrize("seed", ["1180591620717411303424", "-1", "2147483648"])
 def test_demo_seed_out_of_range_is_a_usage_error_before_training(seed, tmp_path):
-    proc = run_cli("demo", "--models", "mlp", "--out", str(tmp_path / "d"), "--seed", seed)
+    proc = run_main("demo", "--models", "mlp", "--out", str(tmp_path / "d"), "--seed", seed)
     assert_one_line_error(proc, "--seed", seed, code=2)
     assert not (tmp_path / "d").exists()
 
@@ -43,14 +43,14 @@ def test_demo_seed_out_of_range_is_a_usage_error_before_training(seed, tmp_path)
     (["data", "show"], "give a file name"),
 ])
 def test_empty_out_is_refused(args, what, tmp_path):
-    proc = run_cli(*args, "--out", "", cwd=tmp_path)
+    proc = run_main(*args, "--out", "", cwd=tmp_path)
     assert_one_line_error(proc, "--out", what, code=2)
     assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.skipif(not HAS_EXPORT, reason="needs the 'export' extra")
 def test_export_empty_out_is_refused_not_replaced_by_the_default_name(tmp_path):
-    proc = run_cli("export", "--model", "best", "--out", "", cwd=tmp_path)
+    proc = run_main("export", "--model", "best", "--out", "", cwd=tmp_path)
     assert_one_line_error(proc, "--out", "give a file name", code=2)
     assert not list(tmp_path.iterdir())
 
@@ -62,7 +62,7 @@ def test_export_empty_out_is_refused_not_replaced_by_the_default_name(tmp_path):
     ["demo", "--models", "mlp", "--out", LONG],
 ])
 def test_too_long_out_is_a_usage_error_naming_out(args, tmp_path):
-    proc = run_cli(*args, cwd=tmp_path)
+    proc = run_main(*args, cwd=tmp_path)
     assert_one_line_error(proc, "--out", code=2)
     assert "too long" in proc.stderr.lower()
     assert not list(tmp_path.iterdir())
@@ -71,18 +71,18 @@ def test_too_long_out_is_a_usage_error_naming_out(args, tmp_path):
 @pytest.mark.skipif(not HAS_EXPORT, reason="needs the 'export' extra")
 @pytest.mark.parametrize("name", [LONG + ".onnx", "a" * 245 + ".onnx"])
 def test_export_too_long_out_is_a_usage_error_before_loading(name, tmp_path):
-    proc = run_cli("export", "--checkpoint", "no-such-checkpoint", "--out", name, cwd=tmp_path)
+    proc = run_main("export", "--checkpoint", "no-such-checkpoint", "--out", name, cwd=tmp_path)
     assert_one_line_error(proc, "--out", code=2)
     assert "too long" in proc.stderr.lower()
 
 
 def test_evaluate_unknown_dataset_is_the_only_line():
-    proc = run_cli("evaluate", "--dataset", "nope")
+    proc = run_main("evaluate", "--dataset", "nope")
     assert_one_line_error(proc, "unknown dataset 'nope'", code=2)  # no "trained on mnist" warning first
 
 
 def test_a_row_reader_card_is_not_called_an_unknown_model():
-    proc = run_cli("evaluate", "--checkpoint", str(REPO / "src/digitrec/weights/reader.json"))
+    proc = run_main("evaluate", "--checkpoint", str(REPO / "src/digitrec/weights/reader.json"))
     assert_one_line_error(proc, "reader.json", "a row reader", "not a digit model", code=2)
     assert "unknown model" not in proc.stderr
 
@@ -97,7 +97,7 @@ def test_data_show_writes_the_format_its_suffix_names(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / name).read_bytes().startswith(head), name
     for name in ("g.txt", "g.html"):
-        proc = run_cli("data", "show", "--n", "4", "--out", str(tmp_path / name))
+        proc = run_main("data", "show", "--n", "4", "--out", str(tmp_path / name))
         assert_one_line_error(proc, "--out", name, ".png", code=2)
         assert not (tmp_path / name).exists()
 
@@ -156,10 +156,10 @@ def test_malformed_cards_on_the_command_line(tmp_path):
     empty.write_text(json.dumps(dict(members=[], dataset="mnist", temperature=1.0)))
     hot = tmp_path / "hot.json"
     hot.write_text(json.dumps(dict(model="best", temperature="hot")))
-    assert_one_line_error(run_cli("evaluate", "--checkpoint", str(empty)), "ens.json", "'members'", code=1)
-    assert_one_line_error(run_cli("evaluate", "--checkpoint", str(hot)), "hot.json", "'temperature'", code=1)
+    assert_one_line_error(run_main("evaluate", "--checkpoint", str(empty)), "ens.json", "'members'", code=1)
+    assert_one_line_error(run_main("evaluate", "--checkpoint", str(hot)), "hot.json", "'temperature'", code=1)
     if HAS_EXPORT:
-        proc = run_cli("export", "--checkpoint", str(empty), "--out", str(tmp_path / "e.onnx"))
+        proc = run_main("export", "--checkpoint", str(empty), "--out", str(tmp_path / "e.onnx"))
         assert_one_line_error(proc, "ens.json", "'members'", code=1)
         assert not (tmp_path / "e.onnx").exists()
 

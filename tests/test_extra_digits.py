@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
-from clirun import assert_one_line_error, run_cli
+from clirun import assert_one_line_error, run_cli, run_main
 
 from digitrec.data.extra import load_extra_digits
 from digitrec.errors import UsageError
@@ -96,7 +96,7 @@ def test_train_with_extra_digits_and_a_teacher_records_them(tmp_path):
 
 
 def test_train_extra_digits_bad_file_is_one_line_error(tmp_path):
-    proc = run_cli("train", "--model", "fast", "--epochs", "0.01", "--no-progress",
+    proc = run_main("train", "--model", "fast", "--epochs", "0.01", "--no-progress",
                    "--extra-digits", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "run"))
     assert_one_line_error(proc, "--extra-digits", "missing.npz", "no such file")
     assert not (tmp_path / "run" / "model.json").exists()
@@ -187,7 +187,7 @@ def test_train_reader_composes_rows_from_extra_digits_too(tmp_path, monkeypatch)
 def test_train_reader_extra_digits_bad_file_is_one_line_error(tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, images=np.zeros((3, 28, 28), np.uint8), labels=np.array([1, 2, 12]))
-    proc = run_cli("train-reader", "--steps", "2", "--extra-digits", str(bad), "--out", str(tmp_path / "r"))
+    proc = run_main("train-reader", "--steps", "2", "--extra-digits", str(bad), "--out", str(tmp_path / "r"))
     assert_one_line_error(proc, "--extra-digits", "bad.npz", "0..9")
     assert not (tmp_path / "r" / "reader.json").exists()
 

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from clirun import assert_one_line_error, run_cli
+from clirun import assert_one_line_error, run_cli, run_main
 
 from digitrec.data import load_dataset
 from digitrec.errors import CheckpointError, DataError, ImageError, UsageError
@@ -223,17 +223,17 @@ def test_train_reader_digit_augment_is_recorded(tmp_path):
 
 
 def test_train_reader_bad_arguments(tmp_path):
-    assert_one_line_error(run_cli("train-reader", "--steps", "0", "--out", str(tmp_path)), "--steps", code=2)
-    assert_one_line_error(run_cli("train-reader", "--init", str(tmp_path / "none.json"), "--out", str(tmp_path)),
+    assert_one_line_error(run_main("train-reader", "--steps", "0", "--out", str(tmp_path)), "--steps", code=2)
+    assert_one_line_error(run_main("train-reader", "--init", str(tmp_path / "none.json"), "--out", str(tmp_path)),
                           "none.json", code=1)
-    assert_one_line_error(run_cli("train-reader", "--init", str(Reader.bundled_card()), "--width", "8",
+    assert_one_line_error(run_main("train-reader", "--init", str(Reader.bundled_card()), "--width", "8",
                                   "--out", str(tmp_path)), "--width", code=2)
     for bad in ("twist=3", "hflip=0.5", "rotate=ten"):
-        assert_one_line_error(run_cli("train-reader", "--digit-augment", bad, "--out", str(tmp_path)),
+        assert_one_line_error(run_main("train-reader", "--digit-augment", bad, "--out", str(tmp_path)),
                               "--digit-augment", code=2)
-    assert_one_line_error(run_cli("train-reader", "--digit-copies", "3", "--out", str(tmp_path)),
+    assert_one_line_error(run_main("train-reader", "--digit-copies", "3", "--out", str(tmp_path)),
                           "--digit-copies", code=2)
-    assert_one_line_error(run_cli("train-reader", "--rows", "5", "--steps", "1", "--out", str(tmp_path)),
+    assert_one_line_error(run_main("train-reader", "--rows", "5", "--steps", "1", "--out", str(tmp_path)),
                           "--rows 5", "fewer than one batch", code=2)  # was an IndexError
 
 
@@ -266,9 +266,9 @@ def test_train_reader_tail_hold_out_is_recorded_and_used(tmp_path):
 
 
 def test_train_reader_bad_hold_out_is_a_one_line_error(tmp_path):
-    assert_one_line_error(run_cli("train-reader", "--held-out", "60000", "--out", str(tmp_path)), "--held-out",
+    assert_one_line_error(run_main("train-reader", "--held-out", "60000", "--out", str(tmp_path)), "--held-out",
                           code=2)
-    assert_one_line_error(run_cli("train-reader", "--held-out-split", "middle", "--out", str(tmp_path)),
+    assert_one_line_error(run_main("train-reader", "--held-out-split", "middle", "--out", str(tmp_path)),
                           "--held-out-split", code=2)
 
 
@@ -321,17 +321,17 @@ def test_train_reader_on_a_digit_models_trunk(tmp_path):
 
 
 def test_train_reader_bad_trunk(tmp_path):
-    assert_one_line_error(run_cli("train-reader", "--trunk", "nonesuch", "--out", str(tmp_path)), "nonesuch",
+    assert_one_line_error(run_main("train-reader", "--trunk", "nonesuch", "--out", str(tmp_path)), "nonesuch",
                           code=2)  # no bundled model by that name: a usage error
-    assert_one_line_error(run_cli("train-reader", "--trunk", "ensemble", "--out", str(tmp_path)), "ensemble",
+    assert_one_line_error(run_main("train-reader", "--trunk", "ensemble", "--out", str(tmp_path)), "ensemble",
                           code=2)
-    assert_one_line_error(run_cli("train-reader", "--trunk", str(tmp_path / "no.json"), "--out", str(tmp_path)),
+    assert_one_line_error(run_main("train-reader", "--trunk", str(tmp_path / "no.json"), "--out", str(tmp_path)),
                           "no.json", code=1)
-    assert_one_line_error(run_cli("train-reader", "--trunk", str(Reader.bundled_card()), "--out", str(tmp_path)),
+    assert_one_line_error(run_main("train-reader", "--trunk", str(Reader.bundled_card()), "--out", str(tmp_path)),
                           "--trunk", code=2)
-    assert_one_line_error(run_cli("train-reader", "--trunk", "best", "--width", "8", "--out", str(tmp_path)),
+    assert_one_line_error(run_main("train-reader", "--trunk", "best", "--width", "8", "--out", str(tmp_path)),
                           "--width", code=2)
-    assert_one_line_error(run_cli("train-reader", "--trunk", "best", "--init", str(Reader.bundled_card()),
+    assert_one_line_error(run_main("train-reader", "--trunk", "best", "--init", str(Reader.bundled_card()),
                                   "--out", str(tmp_path)), "--init", code=2)
 
 
@@ -350,5 +350,5 @@ def test_tune_trunk_trains_the_trunk_and_needs_one(tmp_path):
     assert card["recipe"]["tune_trunk"] == 0.5 and card["trained_parameters"] == card["parameters"]
     first_conv = list(checkpoint.bundled("best").model.children())[1].weight
     assert not torch.allclose(Reader.load(out).model.trunk[1].weight.float(), first_conv, atol=1e-3)
-    assert_one_line_error(run_cli("train-reader", "--tune-trunk", "0.1", "--out", str(tmp_path)), "--tune-trunk",
+    assert_one_line_error(run_main("train-reader", "--tune-trunk", "0.1", "--out", str(tmp_path)), "--tune-trunk",
                           code=2)

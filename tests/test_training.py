@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clirun import assert_one_line_error, run_cli
+from clirun import assert_one_line_error, run_cli, run_main
 
 from digitrec.augment import augment_batch, random_flag, random_ink, tta_views
 from digitrec.errors import UsageError
@@ -274,9 +274,9 @@ def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path):
     assert not (out / "model.json").exists()
     saved = (out / "resume.pt").read_bytes()
     # other options would not fit the weights, or would validate on images already trained on
-    assert_one_line_error(run_cli(*_train_args(out, "--resume", "--val", "500")), "--resume", "other options (val)",
+    assert_one_line_error(run_main(*_train_args(out, "--resume", "--val", "500")), "--resume", "other options (val)",
                           code=2)
-    assert_one_line_error(run_cli(*_train_args(out, "--resume", "--epochs", "4")), "other options (epochs)", code=2)
+    assert_one_line_error(run_main(*_train_args(out, "--resume", "--epochs", "4")), "other options (epochs)", code=2)
     assert (out / "resume.pt").read_bytes() == saved and not (out / "model.json").exists()
 
     resumed = run_cli(*_train_args(out, "--resume"))
@@ -290,13 +290,13 @@ def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path):
     assert not (out / "resume.pt").exists()
     # finished: nothing to resume, and the model is not quietly trained again over
     finished = (out / "model.json").read_bytes()
-    assert_one_line_error(run_cli(*_train_args(out, "--resume")), "holds a finished model", code=2)
+    assert_one_line_error(run_main(*_train_args(out, "--resume")), "holds a finished model", code=2)
     assert (out / "model.json").read_bytes() == finished
 
 
 def test_resume_from_an_unreadable_state_is_one_line(tmp_path):
     (tmp_path / "resume.pt").write_bytes(b"not a torch file")
-    assert_one_line_error(run_cli(*_train_args(tmp_path, "--resume")), f"{tmp_path / 'resume.pt'}", "cannot be read",
+    assert_one_line_error(run_main(*_train_args(tmp_path, "--resume")), f"{tmp_path / 'resume.pt'}", "cannot be read",
                           code=1)
     assert not (tmp_path / "model.json").exists()
 
@@ -379,7 +379,7 @@ def test_train_val_split_tail_is_recorded(tmp_path):
     assert result.returncode == 0, result.stderr
     card = json.loads((out / "model.json").read_text())
     assert card["val"] == 2000 and card["val_split"] == "tail"
-    assert_one_line_error(run_cli("train", "--val-split", "middle", "--out", str(tmp_path / "x")), "--val-split",
+    assert_one_line_error(run_main("train", "--val-split", "middle", "--out", str(tmp_path / "x")), "--val-split",
                           code=2)
 
 

@@ -41,10 +41,22 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return folded
 
 
+def default_batch_size(device: torch.device | str = "cpu") -> int:
+    """Images per forward pass when the caller does not choose: 256 on a CPU, 1000 elsewhere.
+
+    Why: on a CPU a batch of 256 keeps each layer's activations in cache. On a 2-core EPYC it runs 1.4x the
+    images per second of a 1000 batch (best: 4,268 against 3,058; the ensemble with TTA: 102 against 74),
+    and one network's logits are bit-identical. A GPU wants large batches. `evaluate`, training's final
+    evaluation and the report all batch this way, so their numbers agree."""
+    return 256 if torch.device(device).type == "cpu" else 1000
+
+
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 1000,
+def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int | None = None,
                    device: torch.device | str = "cpu", tta: bool = False) -> np.ndarray:
-    """Logits for all images, in batches; with `tta`, log of the mean softmax over shifted views."""
+    """Logits for all images, in batches (default: `default_batch_size(device)`); with `tta`, log of the
+    mean softmax over shifted views."""
+    batch_size = batch_size or default_batch_size(device)
     # Only when needed: eval() and .to() walk every module, about a quarter of a one-image call (cProfile).
     if any(m.training for m in model.modules()):
         model.eval()

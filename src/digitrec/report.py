@@ -37,7 +37,7 @@ from digitrec import checkpoint as ckpt
 from digitrec.atomic import atomic_write_text, writable_folder
 from digitrec.data import Dataset, get_spec, load_dataset
 from digitrec.errors import CheckpointError
-from digitrec.inference import pick_device, predict_logits
+from digitrec.inference import default_batch_size, pick_device, predict_logits
 from digitrec.metrics import (
     expected_calibration_error,
     fit_temperature,
@@ -48,7 +48,6 @@ from digitrec.metrics import (
 )
 from digitrec.models import count_parameters
 
-EVAL_BATCH = 1000        # predict_logits' default batch: keeps the numbers identical to `digitrec evaluate`
 CALIBRATION_IMAGES = 5000  # the last N training images, when the card carries no fitted temperature
 GALLERY = 24             # images per gallery
 SAMPLES = 40             # images in the data sample grid
@@ -81,8 +80,8 @@ def _feature_layer(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
 def predict_with_features(model: nn.Module, images: np.ndarray, device: torch.device, tta: bool,
                           progress: bool = True, desc: str = "predicting"
                           ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits exactly as `predict_logits(model, images, device=device, tta=tta)` returns them (same
-    batches of 1000), plus the penultimate features of the un-augmented images (None if not found)."""
+    """Logits exactly as `predict_logits(model, images, device=device, tta=tta)` returns them (the same
+    batches), plus the penultimate features of the un-augmented images (None if not found)."""
     layer = _feature_layer(model)
     captured: list[torch.Tensor] = []
     handle = None
@@ -93,10 +92,10 @@ def predict_with_features(model: nn.Module, images: np.ndarray, device: torch.de
         handle = layer[0].register_forward_hook(hook)
     logits, feats = [], []
     try:
-        for i in tqdm(range(0, len(images), EVAL_BATCH), desc=desc, unit="batch", leave=False,
+        batch = default_batch_size(device)
+        for i in tqdm(range(0, len(images), batch), desc=desc, unit="batch", leave=False,
                       file=sys.stderr, disable=not progress):
-            logits.append(predict_logits(model, images[i:i + EVAL_BATCH], batch_size=EVAL_BATCH,
-                                         device=device, tta=tta))
+            logits.append(predict_logits(model, images[i:i + batch], batch_size=batch, device=device, tta=tta))
             if captured:
                 feats.append(captured[0])  # TTA's first view is the image itself
             captured.clear()
