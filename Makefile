@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(VENV)/bin/digitrec demo --out demo-out
 
 test: lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n auto --maxprocesses 4
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks tools notebooks

@@ -58,7 +58,12 @@ def run_main(*args: str, env: dict | None = None, cwd=None) -> subprocess.Comple
     out, err = io.StringIO(), io.StringIO()
     with (_process_state(env, cwd), warnings.catch_warnings(record=True) as caught,
           contextlib.redirect_stdout(out), contextlib.redirect_stderr(err)):
-        code = main(list(args))
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # what the interpreter does with it: an int is the status, text goes to stderr
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+            if not isinstance(exc.code, int | None):
+                print(exc.code, file=err)
     for w in caught:
         err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
     return subprocess.CompletedProcess(["digitrec", *args], code, out.getvalue(), err.getvalue())

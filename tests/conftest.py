@@ -31,6 +31,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if not (DATA / "mnist" / "train-images-idx3-ubyte.gz").exists():
         raise pytest.UsageError(f"MNIST not found under {DATA}; set DIGITREC_DATA to a folder holding mnist/")
     os.environ["DIGITREC_DATA"] = str(DATA)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # `make test` runs one pytest worker per core (pytest-xdist): each, and the CLI processes it starts, then
+        # computes on one thread. Two workers of two threads each on 2 cores ran no faster than one pytest,
+        # their OpenMP threads spinning against each other; most of the suite is one-threaded Python anyway.
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -55,7 +55,7 @@ def test_evaluate_reads_checkpoint_back_and_agrees(mlp_run):
 
 
 def test_evaluate_human_readable(mlp_run):
-    proc = run_cli("evaluate", "--checkpoint", str(Path(mlp_run["checkpoint"]).parent))
+    proc = run_main("evaluate", "--checkpoint", str(Path(mlp_run["checkpoint"]).parent))
     assert proc.returncode == 0, proc.stderr
     assert "accuracy" in proc.stdout and "confusion" in proc.stdout and "precision" in proc.stdout
 
@@ -74,14 +74,14 @@ def test_same_seed_same_result(tmp_path):
 
 
 def test_data_info_and_show(tmp_path):
-    proc = run_cli("data", "info", "--json")
+    proc = run_main("data", "info", "--json")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["train"]["n"] == 60000 and info["test"]["n"] == 10000
     assert info["train"]["class_counts"][1] == 6742
     assert abs(info["train"]["pixel_mean"] - 0.1307) < 1e-3 and abs(info["train"]["pixel_std"] - 0.3081) < 1e-3
     out = tmp_path / "grid.png"
-    proc = run_cli("data", "show", "--out", str(out), "--n", "16")
+    proc = run_main("data", "show", "--out", str(out), "--n", "16")
     assert proc.returncode == 0, proc.stderr
     from PIL import Image
 
@@ -216,7 +216,7 @@ def test_the_test_split_needs_only_the_test_files(data_dir, tmp_path):
     folder.mkdir(parents=True)
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         shutil.copyfile(data_dir / "mnist" / name, folder / name)
-    proc = run_cli("data", "show", "--split", "test", "--n", "4", "--data-dir", str(tmp_path / "data"), "--offline",
+    proc = run_main("data", "show", "--split", "test", "--n", "4", "--data-dir", str(tmp_path / "data"), "--offline",
                    "--out", str(tmp_path / "grid.png"))
     assert proc.returncode == 0, proc.stderr
     proc = run_main("train", "--data-dir", str(tmp_path / "data"), "--offline", "--out", str(tmp_path / "o"))

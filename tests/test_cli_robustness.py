@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clirun import assert_one_line_error, run_cli, run_main
+from clirun import assert_one_line_error, run_main
 
 import digitrec.cli.report_cmd  # noqa: F401  (registers the command until digitrec.cli.main imports it)
 from digitrec import checkpoint, plots, report
@@ -93,7 +93,7 @@ def test_a_row_reader_card_is_not_called_an_unknown_model():
 def test_data_show_writes_the_format_its_suffix_names(tmp_path):
     magic = {"g.jpg": b"\xff\xd8\xff", "g.pdf": b"%PDF", "g.svg": b"<?xml", "g.PNG": b"\x89PNG"}
     for name, head in magic.items():
-        proc = run_cli("data", "show", "--n", "4", "--out", str(tmp_path / name))
+        proc = run_main("data", "show", "--n", "4", "--out", str(tmp_path / name))
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / name).read_bytes().startswith(head), name
     for name in ("g.txt", "g.html"):

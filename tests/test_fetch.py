@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from blocking import finished_in_time
 from http_server import LocalHTTPServer, Raw, Redirect, Stall, Trickle, Truncated, closed_port_url
 
 from digitrec.data import fetch
@@ -36,26 +37,6 @@ def labels_spec(*mirrors: str) -> DatasetSpec:
     return DatasetSpec(name="mnist", files={"train": (TRAIN_LABELS, TEST_LABELS)},
                        sha256={n: MNIST.sha256[n] for n in (TRAIN_LABELS, TEST_LABELS)},
                        classes=MNIST.classes, mirrors=tuple(mirrors))
-
-
-def finished_in_time(call, seconds: float = 30.0) -> None:
-    """Run `call` in a thread; fail (not hang the suite) when it blocks, as a read of a pipe would."""
-    import threading
-
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            call()
-        except BaseException as exc:  # noqa: BLE001  re-raised in the test's thread
-            errors.append(exc)
-
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"still blocked after {seconds} s"
-    if errors:
-        raise errors[0]
 
 
 def folder_contents(folder: Path) -> list[str]:

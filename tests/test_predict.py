@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clirun import run_cli
+from clirun import run_cli, run_main
 from PIL import Image
 
 from digitrec import NumberReading, Prediction, Recognizer, preprocess
@@ -318,7 +318,7 @@ def test_cli_bad_files_reported_and_rest_processed(image_folder, tmp_path):
 def test_cli_top_k_keeps_the_schema_for_blank_and_bad_files(tmp_path):
     Image.new("L", (120, 90), 255).save(tmp_path / "blank.png")
     (tmp_path / "bad.png").write_text("not an image")
-    proc = run_cli("predict", str(tmp_path / "blank.png"), str(tmp_path / "bad.png"), "--json", "--top-k", "2")
+    proc = run_main("predict", str(tmp_path / "blank.png"), str(tmp_path / "bad.png"), "--json", "--top-k", "2")
     blank, bad = map(json.loads, proc.stdout.splitlines())
     assert blank["digit"] is None and blank["top_k"] == [] and blank["error"] is None
     assert bad["top_k"] is None and bad["error"] and list(bad) == list(blank)
@@ -339,7 +339,7 @@ def test_cli_a_large_image_is_one_line_without_pillows_warning(tmp_path):
                                   ["predict", "x.png", "--checkpoint", "a", "--model", "best"],
                                   ["predict", "x.png", "--multi", "--top-k", "3"]])
 def test_cli_predict_usage_errors(args):
-    proc = run_cli(*args)
+    proc = run_main(*args)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1
 

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from clirun import assert_one_line_error, run_cli, run_main
+from clirun import assert_one_line_error, run_main
 
 from digitrec.data import load_dataset
 from digitrec.errors import CheckpointError, DataError, ImageError, UsageError
@@ -239,7 +239,7 @@ def test_train_reader_bad_arguments(tmp_path):
 
 def test_predict_multi_bad_file_one_line(tmp_path):
     (tmp_path / "row.png").write_bytes(b"not a png")
-    proc = run_cli("predict", str(tmp_path / "row.png"), "--multi")
+    proc = run_main("predict", str(tmp_path / "row.png"), "--multi")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1
 

@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from clirun import run_cli
+from clirun import run_main
 from PIL import Image
 
 import digitrec.cli.report_cmd  # noqa: F401  (registers the command until digitrec.cli.main imports it)
@@ -134,7 +134,7 @@ def test_report_is_self_contained_and_images_decode(report_dir):
 
 
 def test_report_numbers_equal_evaluate_json(report_dir, mlp_run):
-    proc = run_cli("evaluate", "--checkpoint", mlp_run["checkpoint"], "--json")
+    proc = run_main("evaluate", "--checkpoint", mlp_run["checkpoint"], "--json")
     assert proc.returncode == 0, proc.stderr
     evaluated = json.loads(proc.stdout.strip().splitlines()[-1])
     assert json.loads((report_dir / "metrics.json").read_text()) == evaluated

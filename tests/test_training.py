@@ -250,9 +250,9 @@ def test_ctrl_c_after_an_epoch_says_how_to_resume_and_a_rerun_says_it_replaces(t
                         "--resume goes on", err
     assert "Traceback" not in err
 
-    finished = run_cli("train", "--model", "mlp", "--epochs", "0.05", "--json", "--no-progress", "--out", str(out))
+    finished = run_main("train", "--model", "mlp", "--epochs", "0.05", "--json", "--no-progress", "--out", str(out))
     assert finished.returncode == 0 and "replaces" not in finished.stderr, finished.stderr
-    again = run_cli("train", "--model", "mlp", "--epochs", "0.05", "--json", "--no-progress", "--out", str(out))
+    again = run_main("train", "--model", "mlp", "--epochs", "0.05", "--json", "--no-progress", "--out", str(out))
     assert again.returncode == 0
     assert f"digitrec: note: {out} holds a finished model; this run replaces it when it ends" in again.stderr
 

@@ -1476,7 +1476,7 @@ def _blank() -> Prepared:
 _DOT = 0.34
 
 
-def _dot(soft: np.ndarray) -> bool:
+def is_dot(soft: np.ndarray) -> bool:
     """Whether the ink is a solid blob (a tap on a touch screen, a full stop, a speck), which a digit model
     would read as a confident 0 or 4. Ink at most 4 working pixels each way is a speck whatever its shape:
     the working image of anything with a digit is at least 24 px (`_TINY_SIDE`)."""
@@ -1506,7 +1506,7 @@ def to_mnist(source: ImageSource) -> Prepared:
         refined = _refine(source, src, ink)
         if refined is not None:
             return dataclasses.replace(refined, several_digits=several) if refined.has_ink else refined
-    if _dot(soft):
+    if is_dot(soft):
         return _blank()
     return Prepared(normalise(soft), True, src, several)
 
@@ -1528,7 +1528,7 @@ def _refine(source: ImageSource, src: tuple[int, int, int, int], coarse: InkMap)
     if max(x1 - x0, y1 - y0) <= 4:  # a speck in the source itself, which closer looks only blow up
         return _blank()
     # at least _TINY_SIDE px of source round it: a smaller region would be upsampled bicubically
-    # (`_decode`), whose soft edges make a dot pass `_dot` as a stroke (a 3-px speck read as a confident 4)
+    # (`_decode`), whose soft edges make a dot pass `is_dot` as a stroke (a 3-px speck read as a confident 4)
     margin = max(0.5 * max(x1 - x0, y1 - y0), (_TINY_SIDE - min(x1 - x0, y1 - y0)) / 2 + 1)
     full_w = round((coarse.labels.shape[1] - 2 * coarse.margin) * coarse.scale[0])
     full_h = round((coarse.labels.shape[0] - 2 * coarse.margin) * coarse.scale[1])
@@ -1540,7 +1540,7 @@ def _refine(source: ImageSource, src: tuple[int, int, int, int], coarse: InkMap)
     soft, box = crop_soft(ink, main_cluster(ink))
     if soft.size == 0:
         return None
-    if _dot(soft):
+    if is_dot(soft):
         return _blank()
     return Prepared(normalise(soft), True, source_box(ink, box))
 

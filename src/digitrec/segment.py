@@ -29,10 +29,10 @@ from PIL import Image
 from digitrec.preprocess import (
     ImageSource,
     InkMap,
-    _dot,
     crop_soft,
     digit_ink_left_out,
     ink_map,
+    is_dot,
     load_image,
     normalise,
     readable,
@@ -111,9 +111,9 @@ def row_components(ink: InkMap) -> tuple[np.ndarray, bool]:
 
 
 def _without_dots(ink: InkMap, groups: list[np.ndarray]) -> list[np.ndarray]:
-    """The groups that are not a filled dot or a speck (`preprocess._dot`), which the digit model and the
+    """The groups that are not a filled dot or a speck (`preprocess.is_dot`), which the digit model and the
     readers read as a confident 0 or 4."""
-    return [g for g in groups if not _dot(crop_soft(ink, g)[0])]
+    return [g for g in groups if not is_dot(crop_soft(ink, g)[0])]
 
 
 def ink_left_out(ink: InkMap) -> bool:
@@ -129,7 +129,7 @@ def _enlarged(source: ImageSource, ink: InkMap, live: np.ndarray) -> InkMap:
     throwaway check, session 35)."""
     heights = ink.boxes[live, 3] - ink.boxes[live, 1]
     text = float(np.median(heights[heights >= 0.5 * heights.max()])) * ink.scale[1]  # in source pixels
-    if text >= _SMALL_TEXT or all(_dot(crop_soft(ink, np.array([c]))[0]) for c in live):
+    if text >= _SMALL_TEXT or all(is_dot(crop_soft(ink, np.array([c]))[0]) for c in live):
         return ink  # (dots only: enlarged smoothly, their soft edges pass them for strokes)
     k = min(4, math.ceil(28 / max(text, 1.0)))
     grey = load_image(source)
@@ -379,7 +379,7 @@ def split_digits(source: ImageSource) -> list[DigitCrop]:
     if not ink.has_ink:
         return []
     groups, height = _groups(ink)
-    crops = [(soft, box) for soft, box in (crop_soft(ink, g) for g in groups) if soft.size and not _dot(soft)]
+    crops = [(soft, box) for soft, box in (crop_soft(ink, g) for g in groups) if soft.size and not is_dot(soft)]
     if not crops:
         return []
     stroke = max(1.0, float(np.median([stroke_width(soft) for soft, _ in crops])))
@@ -451,7 +451,7 @@ def _shape(digit: np.ndarray, height: float, typical: float) -> tuple[float, flo
 def _lattice(ink: InkMap) -> _Lattice | None:
     """The candidate digits of a row (see `segment_with_scores`); None when there are none."""
     groups, height = _groups(ink)
-    crops = [(soft, box) for soft, box in (crop_soft(ink, g) for g in groups) if soft.size and not _dot(soft)]
+    crops = [(soft, box) for soft, box in (crop_soft(ink, g) for g in groups) if soft.size and not is_dot(soft)]
     if not crops:
         return None
     stroke = max(1.0, float(np.median([stroke_width(soft) for soft, _ in crops])))
