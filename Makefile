@@ -25,8 +25,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/digitrec demo --out demo-out
 
+# One pytest worker per core this process may use, at most 4 (0: no workers on a single core); each worker
+# computes on one thread (tests/conftest.py). Not xdist's `-n auto`: with psutil it counts physical cores, one on
+# a 2-vCPU machine whose two vCPUs are hyperthreads.
+WORKERS ?= $(shell python3 -c "import os; n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') \
+	else (os.cpu_count() or 1); print(min(n, 4) if n > 1 else 0)")
+
 test: lint
-	$(VENV)/bin/pytest -q -n auto --maxprocesses 4
+	$(VENV)/bin/pytest -q -n $(WORKERS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks tools notebooks
